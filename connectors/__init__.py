@@ -1,0 +1,1 @@
+"""Sources and sinks: Kafka clients, topics, and the JSON-lines edge."""

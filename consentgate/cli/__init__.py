@@ -1,0 +1,1 @@
+"""The ``consentgate`` command line."""

@@ -1,0 +1,1 @@
+"""The embedded single-node Kafka (KRaft) and Apicurio schema registry."""

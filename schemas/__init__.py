@@ -1,0 +1,1 @@
+"""Avro contracts (``avro/*.avsc``) and their Confluent-wire-format codecs."""
