@@ -88,7 +88,7 @@ def create_topics(settings: Settings, admin: AdminClient, catalog: Catalog) -> t
             if policy != wanted[resource.name]:
                 raise ConfigurationError(f"topic {resource.name} exists with cleanup.policy={policy}; "
                                          f"consentgate needs {wanted[resource.name]}")
-    client = registry_client(settings.require_registry())
-    for spec in specs:
-        register(client, spec.name, spec.contract)
+    with registry_client(settings.require_registry()) as client:
+        for spec in specs:
+            register(client, spec.name, spec.contract)
     return created, already

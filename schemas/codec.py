@@ -79,7 +79,10 @@ class Codec:
             if _is_transport_error(exc):
                 raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
             kind = SchemaMismatch if "Schema" in type(exc).__name__ else UndecodableRecord
-            raise kind(f"cannot decode as {self.contract}: {type(exc).__name__}: {exc}", **coords) from exc
+            detail = str(exc)
+            if len(detail) > 300:
+                detail = detail[:300] + "..."
+            raise kind(f"cannot decode as {self.contract}: {type(exc).__name__}: {detail}", **coords) from exc
         if not isinstance(value, dict):
             raise UndecodableRecord(f"decoded {self.contract} is not a record", **coords)
         return value

@@ -116,11 +116,16 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+# Children this process started, so they are reaped here rather than left as zombies.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(name: str, argv: list[str], log: Path) -> tuple[subprocess.Popen[bytes], ManagedProcess]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+    _CHILDREN[proc.pid] = proc
     started = _proc_start(proc.pid) or ""
     return proc, ManagedProcess(name, proc.pid, started, str(log))
 
@@ -140,7 +145,7 @@ def _start_kafka(settings: Settings, ports: dict[str, int]) -> tuple[subprocess.
         fmt = subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
                               "-t", cluster_id, "-c", str(props)], capture_output=True, text=True)
         if fmt.returncode != 0:
-            raise ClusterError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+            raise ClusterError(f"formatting KRaft storage failed (exit {fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
     return _spawn("kafka", ["java", "-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={log4j}",
                             "-Dkafka.logs.dir=" + str(home / "logs"), "-cp", classpath, "kafka.Kafka",
                             str(props)], home / "kafka.log")
@@ -237,6 +242,7 @@ def up(settings: Settings) -> ClusterInfo:
         for popen, _ in started:
             popen.kill()
             popen.wait()
+            _CHILDREN.pop(popen.pid, None)
         raise
     info = ClusterInfo(bootstrap, registry_url, tuple(m for _, m in started))
     (settings.data_dir / CLUSTER_FILE).write_text(json.dumps(asdict(info), indent=2))
@@ -266,6 +272,11 @@ def down(settings: Settings, timeout_s: float = 20.0) -> list[ManagedProcess]:
 
 def _reap(pid: int) -> None:
     """Collect the exit status when ``pid`` is our own child, so it leaves no zombie."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -1,0 +1,72 @@
+"""Read partitions up to their last stable offset: the records committed so far, no more."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import IsolationLevel
+
+from consentgate.errors import ConsentGateError
+
+
+class ReadTimeout(ConsentGateError):
+    """Partitions could not be read to their end within the allowed time."""
+
+
+def stable_ends(admin: AdminClient, partitions: list[TopicPartition], timeout: float = 10.0) -> dict[
+        tuple[str, int], int]:
+    """Last stable offset of each partition: everything below it is committed or aborted."""
+    request = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in partitions}
+    futures = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED,
+                                 request_timeout=timeout)
+    try:
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+    except KafkaException as exc:
+        raise ReadTimeout(f"cannot list offsets: {exc.args[0].str()}") from exc
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+    metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        raise ReadTimeout(f"topic {topic} does not exist")
+    return [TopicPartition(topic, p) for p in sorted(metadata.partitions)]
+
+
+def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: float = 30.0,
+               batch: int = 5000) -> Iterator[Message]:
+    """Yield records of the consumer's assignment until each partition reaches ``ends``.
+
+    The consumer must be assigned the partitions of ``ends`` and read ``read_committed``;
+    librdkafka moves the position past transaction markers, so positions reach the ends.
+    """
+    remaining = dict(ends)
+    deadline = time.monotonic() + timeout
+    while True:
+        for pos in consumer.position([TopicPartition(t, p) for t, p in remaining]):
+            if pos.offset >= remaining[(pos.topic, pos.partition)] or remaining[(pos.topic, pos.partition)] <= 0:
+                del remaining[(pos.topic, pos.partition)]
+        if not remaining:
+            return
+        if time.monotonic() > deadline:
+            raise ReadTimeout(f"could not read to the end of {sorted(remaining)} in {timeout:.0f}s")
+        for msg in consumer.consume(batch, 0.05):
+            if msg.error():
+                raise KafkaException(msg.error())
+            yield msg
+
+
+def read_committed(consumer: Consumer, topics: list[str], timeout: float = 30.0) -> Iterator[Message]:
+    """Assign ``topics`` from the beginning and yield every committed record."""
+    partitions = [tp for topic in topics for tp in partitions_of(consumer, topic)]
+    admin = AdminClient({"bootstrap.servers": _bootstrap(consumer)})
+    ends = stable_ends(admin, partitions)
+    consumer.assign([TopicPartition(tp.topic, tp.partition, -2) for tp in partitions])
+    yield from read_until(consumer, ends, timeout)
+
+
+def _bootstrap(consumer: Consumer) -> str:
+    brokers = consumer.list_topics(timeout=10).brokers.values()
+    return ",".join(f"{b.host}:{b.port}" for b in brokers)
