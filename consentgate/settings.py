@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     partitions: int = Field(6, ge=1)
     replication_factor: int = Field(1, ge=1)
 
+    worker_id: str | None = Field(None, description="stable id of this worker; default: the host name")
     group_id: str = "consentgate-gate"
     transactional_id_prefix: str = "consentgate-gate"
     batch_size: int = Field(2000, ge=1, le=100_000)
@@ -54,6 +55,8 @@ class Settings(BaseSettings):
     clock_skew_s: float = Field(300.0, ge=0)
     max_record_bytes: int = Field(1_000_000, ge=64)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"
 
     kafka_version: str = "4.1.1"

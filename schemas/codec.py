@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import struct
+from collections.abc import Callable
 from typing import Any
+
+import fastavro
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -45,7 +51,10 @@ class Codec:
 
     def __init__(self, client: SchemaRegistryClient, contract: str) -> None:
         self.contract = contract
+        self._client = client
         text = schema_text(contract)
+        self._reader_schema = fastavro.parse_schema(json.loads(text))
+        self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema (None: same as reader)
         # `topics create` registers every contract; writers use the registered version, since
         # Apicurio's ccompat lookup does not match the serializer's re-rendered schema text.
         self._serializer = AvroSerializer(client, text, conf={"auto.register.schemas": False,
@@ -67,7 +76,58 @@ class Codec:
         assert data is not None
         return data
 
+    def writer_for(self, topic: str) -> Callable[[dict[str, Any]], bytes]:
+        """A fast encoder for ``topic``: the registered latest schema, framed as Confluent does."""
+        subject = f"{topic}-value"
+        try:
+            registered = self._client.get_latest_version(subject)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code in _NOT_FOUND:
+                raise EncodeError(f"no schema registered for {subject}: run `consentgate topics create`") from exc
+            raise RegistryUnavailable(f"schema registry error for {subject}: {exc}") from exc
+        schema = fastavro.parse_schema(json.loads(registered.schema.schema_str))
+        header = b"\x00" + struct.pack(">I", registered.schema_id)
+        write = fastavro.schemaless_writer
+
+        def encode(value: dict[str, Any]) -> bytes:
+            out = io.BytesIO()
+            out.write(header)
+            try:
+                write(out, schema, value)
+            except Exception as exc:
+                raise EncodeError(f"value does not fit {self.contract} on {topic}: {exc}") from exc
+            return out.getvalue()
+
+        return encode
+
     def decode(self, data: bytes, topic: str, partition: int = -1, offset: int = -1) -> dict[str, Any]:
+        """Decode a Confluent-framed record; known schema ids take the fast path."""
+        if len(data) > 5 and data[0] == 0:
+            schema_id = int.from_bytes(data[1:5], "big")
+            if schema_id in self._writers:
+                writer = self._writers[schema_id]
+                try:
+                    value = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer or self._reader_schema,
+                                                       self._reader_schema if writer else None,
+                                                       return_record_name=True)
+                except Exception as exc:
+                    raise UndecodableRecord(f"cannot decode as {self.contract}: {type(exc).__name__}: "
+                                            f"{str(exc)[:300]}", raw=data, topic=topic, partition=partition,
+                                            offset=offset) from exc
+                if isinstance(value, dict):
+                    return value
+        value = self._slow_decode(data, topic, partition, offset)
+        self._learn(data)
+        return value
+
+    def _learn(self, data: bytes) -> None:
+        schema_id = int.from_bytes(data[1:5], "big")
+        schema = fastavro.parse_schema(json.loads(self._client.get_schema(schema_id).schema_str))
+        same = schema.get("name") == self._reader_schema.get("name") and json.dumps(
+            schema, sort_keys=True, default=str) == json.dumps(self._reader_schema, sort_keys=True, default=str)
+        self._writers[schema_id] = None if same else schema
+
+    def _slow_decode(self, data: bytes, topic: str, partition: int, offset: int) -> dict[str, Any]:
         coords = {"raw": data, "topic": topic, "partition": partition, "offset": offset}
         try:
             value = self._deserializer(data, SerializationContext(topic, MessageField.VALUE))

@@ -1,0 +1,1 @@
+"""Stream processors: the consent writer, the consent view and the gate."""

@@ -1,0 +1,124 @@
+"""A worker's view of consent.state, applied before any activity it covers is decided."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import OrderedDict
+
+from confluent_kafka import Message, TopicPartition
+
+from consentgate.connectors.kafka import admin, consumer
+from consentgate.connectors.reader import partitions_of, read_until, stable_ends
+from consentgate.model import ConsentLookup, ConsentState, Erased
+from consentgate.schemas.codec import Codec
+from consentgate.schemas.errors import RecordError
+from consentgate.schemas.records import consent_from_avro
+from consentgate.settings import Settings
+from consentgate.streams.consent_store import CORRUPT, TOMBSTONE, ConsentStore, MemoryStore, RocksStore
+from consentgate.streams.metrics import GateMetrics
+
+log = logging.getLogger("consentgate.consent_view")
+CACHE_SIZE = 200_000
+
+
+class ConsentView:
+    """Holds every user's latest consent; ``catch_up`` is the consent-first barrier."""
+
+    def __init__(self, settings: Settings, topic: str, codec: Codec, metrics: GateMetrics,
+                 worker_id: str) -> None:
+        self._topic = topic
+        self._codec = codec
+        self._metrics = metrics
+        self._admin = admin(settings)
+        self._consumer = consumer(settings, f"consent-view-{uuid.uuid4()}")
+        self._store: ConsentStore = (RocksStore(settings.data_dir / "views" / worker_id)
+                                     if settings.consent_store == "rocksdb" else MemoryStore())
+        self._cache: OrderedDict[str, ConsentLookup] = OrderedDict()
+        self._partitions = partitions_of(self._consumer, topic)
+        self._consumer.assign([TopicPartition(topic, tp.partition, -2) for tp in self._partitions])
+        self.corrupt = 0
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._store.close()
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def catch_up(self, timeout: float = 30.0) -> int:
+        """Apply every consent record committed before this call; returns how many were applied."""
+        ends = stable_ends(self._admin, self._partitions)
+        applied = 0
+        for msg in read_until(self._consumer, ends, timeout):
+            self._apply(msg)
+            applied += 1
+        lag = sum(ends.values()) - sum(max(p.offset, 0) for p in self._consumer.position(self._partitions))
+        self._metrics.consent_view_lag.set(max(lag, 0))
+        self._metrics.consent_view_size.set(len(self._store))
+        return applied
+
+    recover = catch_up  # on start the view is empty, so recovery is a catch-up from the beginning
+
+    def _apply(self, msg: Message) -> None:
+        key = msg.key()
+        if key is None:
+            self.corrupt += 1
+            self._metrics.consent_corrupt.inc()
+            log.error("consent.state record without a key at [%d]@%d ignored", msg.partition(), msg.offset())
+            return
+        user = key.decode(errors="replace")
+        value = msg.value()
+        previous = self._cache.pop(user, None) if user in self._cache else self._decode(user, self._store.get(user))
+        if value is None:
+            stored = TOMBSTONE
+        else:
+            stored = value
+            try:
+                state = consent_from_avro(self._codec.decode(value, msg.topic(), msg.partition(), msg.offset()))
+            except (RecordError, KeyError, TypeError, ValueError) as exc:
+                stored = CORRUPT
+                self.corrupt += 1
+                self._metrics.consent_corrupt.inc()
+                log.error("consent.state [%d]@%d for a user is unreadable; the user is denied until a valid "
+                          "state arrives: %s", msg.partition(), msg.offset(), exc)
+            else:
+                if state.user_id != user:
+                    stored = CORRUPT
+                    self.corrupt += 1
+                    self._metrics.consent_corrupt.inc()
+                    log.error("consent.state [%d]@%d: key and user_id differ; the user is denied",
+                              msg.partition(), msg.offset())
+        self._store.put(user, stored)
+        if isinstance(previous, ConsentState) and _revokes(previous, self._decode(user, stored)):
+            _, ts = msg.timestamp()
+            if ts > 0:
+                self._metrics.revocation_latency.observe(max(time.time() - ts / 1000, 0.0))
+
+    def _decode(self, user: str, raw: bytes | None) -> ConsentLookup:
+        if raw is None or raw == CORRUPT:
+            return None
+        if raw == TOMBSTONE:
+            return Erased(user)
+        return consent_from_avro(self._codec.decode(raw, self._topic))
+
+    def get(self, user_id: str) -> ConsentLookup:
+        cached = self._cache.get(user_id, _MISS)
+        if cached is not _MISS:
+            return cached  # type: ignore[return-value]
+        lookup = self._decode(user_id, self._store.get(user_id))
+        self._cache[user_id] = lookup
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return lookup
+
+
+_MISS = object()
+
+
+def _revokes(before: ConsentState, after: ConsentLookup) -> bool:
+    if not isinstance(after, ConsentState):
+        return True
+    kept = {(g.category, g.purpose) for g in after.grants}
+    return any((g.category, g.purpose) not in kept for g in before.grants)

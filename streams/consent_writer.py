@@ -1,0 +1,263 @@
+"""Write consent changes: one transaction holds the receipts and the users' new states.
+
+Serialisation without a lock service: every writer of consent.state partition P uses the
+transactional id ``consent-writer-P``. Acquiring P (``init_transactions``) fences any other
+writer of P and waits out its open transaction; the new owner then reads P to its end, so
+it starts from every committed state. A fenced writer cannot commit, re-acquires, re-reads,
+and retries. Two writers racing on one user therefore never lose an update, and the
+per-user version increases by exactly one per change.
+
+A change counts as acknowledged only once it is readable with read_committed (the commit
+markers are written after ``commit_transaction`` returns): a gate that fetches activity
+after that moment is guaranteed to apply the change first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consentgate.catalog import Catalog
+from consentgate.errors import ConsentGateError, ConsentRequestError
+from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
+from consentgate.connectors.kafka import admin, consumer, partition_for, producer
+from consentgate.connectors.reader import ReadTimeout, partitions_of, read_until, stable_ends
+from consentgate.connectors.topics import TopicNames
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import consent_from_avro, consent_to_avro
+from consentgate.settings import Settings
+from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
+
+ATTEMPTS = 6
+
+
+class ConsentWriteError(ConsentGateError):
+    """A consent change could not be committed."""
+
+
+def pseudonym(secret: bytes, purpose: str, user_id: str) -> str:
+    """Keyed HMAC of the user id, distinct per purpose so training sets cannot be joined."""
+    return hmac.new(secret, f"{purpose}\x00{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    action: str  # grant | revoke | erase | tier
+    user_id: str
+    category: str | None = None
+    purpose: str | None = None
+    expires_at: datetime | None = None
+    tier: str | None = None
+    plan: str | None = None
+    source: str = "cli"
+    jurisdiction: str | None = None
+    notice_version: str | None = None
+
+
+@dataclass
+class _Owned:
+    """A consent.state partition this writer holds the transactional id of."""
+
+    producer: Producer
+    states: dict[str, ConsentLookup] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+class ConsentWriter:
+    def __init__(self, settings: Settings, catalog: Catalog,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.topics = TopicNames.of(settings, catalog)
+        self._clock = clock
+        self._registry = registry_client(settings.require_registry())
+        self._codecs = Codecs(self._registry)
+        self._admin = admin(settings)
+        self._reader = consumer(settings, f"consent-writer-reader-{uuid.uuid4()}")
+        self._partitions = len(partitions_of(self._reader, self.topics.consent_state))
+        self._owned: dict[int, _Owned] = {}
+
+    def close(self) -> None:
+        self._reader.close()
+        for owned in self._owned.values():
+            owned.producer.flush(5)
+        self._registry.close()
+
+    def __enter__(self) -> ConsentWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def partition_of(self, user_id: str) -> int:
+        return partition_for(user_id.encode(), self._partitions)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _read_partition(self, partition: int) -> tuple[dict[str, ConsentLookup], dict[str, int]]:
+        tp = TopicPartition(self.topics.consent_state, partition)
+        ends = stable_ends(self._admin, [tp])
+        self._reader.assign([TopicPartition(tp.topic, partition, -2)])
+        states: dict[str, ConsentLookup] = {}
+        versions: dict[str, int] = {}
+        for msg in read_until(self._reader, ends):
+            user = msg.key().decode()
+            if msg.value() is None:
+                states[user] = Erased(user)
+                continue
+            state = consent_from_avro(self._codecs["ConsentState"].decode(msg.value(), msg.topic(),
+                                                                          partition, msg.offset()))
+            states[user] = state
+            versions[user] = max(versions.get(user, 0), state.version)
+        return states, versions
+
+    def show(self, user_id: str) -> ConsentLookup:
+        """The user's committed consent, read from consent.state."""
+        return self._read_partition(self.partition_of(user_id))[0].get(user_id)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _acquire(self, partition: int) -> _Owned:
+        owned = self._owned.get(partition)
+        if owned is not None:
+            return owned
+        txn_id = f"{self.settings.topic_prefix}consent-writer-{partition}"
+        prod = producer(self.settings, **{"transactional.id": txn_id, "transaction.timeout.ms": 30000})
+        prod.init_transactions(30)  # fences every other writer of this partition
+        owned = self._owned[partition] = _Owned(prod, *self._read_partition(partition))
+        return owned
+
+    def apply(self, requests: list[ConsentRequest]) -> list[dict[str, Any]]:
+        """Validate and commit ``requests``; returns their ConsentChange receipts in order."""
+        now = self._clock()
+        for req in requests:
+            self._validate(req, now)
+        receipts: list[dict[str, Any]] = [{} for _ in requests]
+        by_partition: dict[int, list[int]] = {}
+        for index, req in enumerate(requests):
+            by_partition.setdefault(self.partition_of(req.user_id), []).append(index)
+        for partition, indexes in sorted(by_partition.items()):
+            for index, receipt in zip(indexes, self._commit(partition, [requests[i] for i in indexes], now)):
+                receipts[index] = receipt
+        return receipts
+
+    def _validate(self, req: ConsentRequest, now: datetime) -> None:
+        if not req.user_id:
+            raise ConsentRequestError("a user id is required")
+        if req.action == "grant":
+            check_grant(self.catalog, req.category or "", req.purpose or "", req.expires_at, now, req.tier,
+                        req.plan)
+        elif req.action == "revoke":
+            if req.purpose is not None and req.purpose not in self.catalog.purposes:
+                raise ConsentRequestError(f"unknown purpose {req.purpose!r}")
+            if req.category is not None and req.category not in self.catalog.categories:
+                raise ConsentRequestError(f"unknown category {req.category!r}")
+        elif req.action != "erase":
+            raise ConsentRequestError(f"unknown consent action {req.action!r}")
+
+    def _commit(self, partition: int, requests: list[ConsentRequest], now: datetime) -> list[dict[str, Any]]:
+        last_error: Exception | None = None
+        for attempt in range(ATTEMPTS):
+            owned = self._acquire(partition)
+            states = dict(owned.states)
+            versions = dict(owned.versions)
+            outputs: list[tuple[str, str, bytes | None, int | None]] = []
+            receipts = [self._change(req, states, versions, now, partition, outputs) for req in requests]
+            failures: list[KafkaError] = []
+            offsets: list[int] = []
+
+            def delivered(err: KafkaError | None, msg: Message) -> None:
+                if err is not None:
+                    failures.append(err)
+                elif msg.topic() == self.topics.consent_state:
+                    offsets.append(msg.offset())
+
+            prod = owned.producer
+            try:
+                prod.begin_transaction()
+                for topic, key, value, part in outputs:
+                    kwargs: dict[str, Any] = {"partition": part} if part is not None else {}
+                    prod.produce(topic, value=value, key=key.encode(), on_delivery=delivered, **kwargs)
+                prod.flush(30)
+                if failures:
+                    raise KafkaException(failures[0])
+                prod.commit_transaction(30)
+            except KafkaException as exc:
+                last_error = exc
+                err = exc.args[0]
+                if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+                    self._owned.pop(partition, None)  # another writer took the partition: re-read
+                elif err.txn_requires_abort():
+                    prod.abort_transaction(30)
+                elif not err.retriable():
+                    self._owned.pop(partition, None)
+                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                continue
+            owned.states, owned.versions = states, versions
+            self._await_visible(partition, max(offsets) if offsets else -1)
+            return receipts
+        raise ConsentWriteError(f"consent change not committed after {ATTEMPTS} attempts: {last_error}")
+
+    def _await_visible(self, partition: int, offset: int, timeout: float = 30.0) -> None:
+        """Return once ``offset`` on consent.state is readable with read_committed."""
+        tp = TopicPartition(self.topics.consent_state, partition)
+        deadline = time.monotonic() + timeout
+        while stable_ends(self._admin, [tp])[(tp.topic, partition)] <= offset:
+            if time.monotonic() > deadline:
+                raise ReadTimeout(f"consent change at {tp.topic}[{partition}]@{offset} not visible in {timeout}s")
+            time.sleep(0.005)
+
+    def _change(self, req: ConsentRequest, states: dict[str, ConsentLookup], versions: dict[str, int],
+                now: datetime, partition: int, outputs: list[tuple[str, str, bytes | None, int | None]]
+                ) -> dict[str, Any]:
+        current = states.get(req.user_id)
+        version = versions.get(req.user_id, 0) + 1
+        receipt_id = str(uuid.uuid4())
+        new_state: ConsentLookup
+        if req.action == "grant":
+            assert req.category and req.purpose
+            grant = Grant(req.category, req.purpose, now, req.expires_at,
+                          self.catalog.purposes[req.purpose].terms_version, receipt_id)
+            new_state = with_grant(current, req.user_id, grant, version, now, req.tier, req.plan)
+        elif req.action == "revoke":
+            if not isinstance(current, ConsentState):
+                raise ConsentRequestError(f"user {req.user_id!r} has no consent to revoke")
+            new_state = without_grants(current, version, now, req.category, req.purpose)
+        else:
+            new_state = Erased(req.user_id)
+        receipt = {
+            "receipt_id": receipt_id, "user_id": req.user_id, "action": req.action, "category": req.category,
+            "purpose": req.purpose, "at": now, "source": req.source,
+            "terms_version": self.catalog.purposes[req.purpose].terms_version if req.action == "grant"
+            and req.purpose else None,
+            "notice_version": req.notice_version, "jurisdiction": req.jurisdiction, "expires_at": req.expires_at,
+            "tier": new_state.tier if isinstance(new_state, ConsentState) else None,
+            "plan": new_state.plan if isinstance(new_state, ConsentState) else None,
+            "consent_version": version,
+        }
+        outputs.append((self.topics.consent_changes, req.user_id,
+                        self._codecs["ConsentChange"].encode(self.topics.consent_changes, receipt), None))
+        if isinstance(new_state, ConsentState):
+            value: bytes | None = self._codecs["ConsentState"].encode(self.topics.consent_state,
+                                                                      consent_to_avro(new_state))
+        else:
+            value = None
+            secret = self.settings.require_secret()
+            for purpose in self.catalog.purposes.values():
+                nym = pseudonym(secret, purpose.name, req.user_id)
+                outputs.append((self.topics.retractions, nym, self._codecs["Retraction"].encode(
+                    self.topics.retractions, {"pseudonym": nym, "purpose": purpose.name,
+                                              "sink_topic": self.topics.training[purpose.name],
+                                              "requested_at": now, "receipt_id": receipt_id}), None))
+        outputs.append((self.topics.consent_state, req.user_id, value, partition))
+        states[req.user_id] = new_state
+        versions[req.user_id] = version
+        return receipt

@@ -1,0 +1,271 @@
+"""The gate: a batch consume-decide-produce loop, one Kafka transaction per batch.
+
+Per batch: fetch activity, bring the consent view up to the read_committed end of
+consent.state (consent first), decide every record, then commit decisions, training
+records, contributions, dead letters and the input offsets in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consentgate.catalog import Catalog
+from consentgate.connectors.kafka import consumer, producer
+from consentgate.connectors.topics import TopicNames
+from consentgate.decision import decide
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.errors import InvalidRecord, OversizedRecord, RecordError, RegistryUnavailable
+from consentgate.schemas.records import activity_from_avro, check_occurred_at
+from consentgate.settings import Settings
+from consentgate.streams.consent_view import ConsentView
+from consentgate.streams.consent_writer import pseudonym
+from consentgate.streams.metrics import GateMetrics
+from consentgate.streams.outputs import contribution_record, dead_letter, decision_record, training_record
+
+log = logging.getLogger("consentgate.gate")
+
+
+class MissingValue(InvalidRecord):
+    """The input record has no value (a tombstone or an empty record)."""
+
+
+@dataclass
+class GateStats:
+    """What this worker committed; counts only records in committed transactions."""
+
+    records_in: int = 0
+    decisions: int = 0
+    dead_letters: int = 0
+    passed: Counter[str] = field(default_factory=Counter)  # purpose -> passed records
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> dropped (record, purpose) pairs
+
+
+@dataclass
+class _Batch:
+    outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    dlq: Counter[str] = field(default_factory=Counter)
+    decisions: int = 0
+
+
+class Gate:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.topics = TopicNames.of(settings, catalog)
+        self.worker_id = settings.worker_id or socket.gethostname()
+        self.metrics = GateMetrics()
+        self.stats = GateStats()
+        self._secret = settings.require_secret()
+        self._registry = registry_client(settings.require_registry())
+        codecs = Codecs(self._registry)
+        self._activity = codecs["ActivityEvent"]
+        self._enc_decision = codecs["Decision"].writer_for(self.topics.decisions)
+        self._enc_dlq = codecs["DeadLetter"].writer_for(self.topics.dlq)
+        self._enc_contribution = codecs["Contribution"].writer_for(self.topics.contributions)
+        self._enc_training = {p: codecs["TrainingRecord"].writer_for(t) for p, t in self.topics.training.items()}
+        self.view = ConsentView(settings, self.topics.consent_state, codecs["ConsentState"], self.metrics,
+                                self.worker_id)
+        self._consumer = consumer(settings, settings.group_id, **{
+            "session.timeout.ms": settings.session_timeout_ms,
+            "client.id": f"consentgate-gate-{self.worker_id}"})
+        self._producer: Producer | None = None
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, and leave (safe from a signal handler)."""
+        self._stopping = True
+
+    def _new_producer(self) -> Producer:
+        prod = producer(self.settings, **{
+            "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            "queue.buffering.max.messages": 1_000_000,
+            "client.id": f"consentgate-gate-{self.worker_id}"})
+        prod.init_transactions(60)  # fences a previous incarnation of this worker
+        return prod
+
+    def run(self, until_idle: float | None = None) -> GateStats:
+        """Decide activity until stopped (or idle for ``until_idle`` seconds)."""
+        started = time.monotonic()
+        self.view.recover()
+        log.info("consent view recovered: %d users in %.1fs", len(self.view), time.monotonic() - started)
+        if self.settings.metrics_port is not None:
+            self.metrics.serve(self.settings.metrics_port)
+        self._producer = self._new_producer()
+        self._consumer.subscribe([self.topics.activity])
+        idle_since = time.monotonic()
+        try:
+            while not self._stopping:
+                msgs = self._consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
+                if msgs:
+                    self._process(msgs)
+                    idle_since = time.monotonic()
+                else:
+                    self.view.catch_up()
+                    if until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                        break
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        finally:
+            self.view.close()
+            self._registry.close()
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def _process(self, msgs: list[Message]) -> None:
+        started = time.monotonic()
+        try:
+            self.view.catch_up()  # consent first: everything acknowledged before the fetch
+            batch = self._decide_all(msgs)
+        except RegistryUnavailable as exc:
+            log.warning("schema registry unavailable, retrying the batch: %s", exc)
+            self.metrics.aborts.labels("registry").inc()
+            self._rewind()
+            time.sleep(1.0)
+            return
+        if self._commit(batch):
+            self._account(batch, len(msgs))
+            self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _decide_all(self, msgs: list[Message]) -> _Batch:
+        now = datetime.now(timezone.utc)
+        now_ms = int(now.timestamp() * 1000)
+        skew_limit = now + self.settings.clock_skew
+        batch = _Batch()
+        topics = self.topics
+        for msg in msgs:
+            if msg.error():
+                raise KafkaException(msg.error())
+            batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            try:
+                event = self._read(msg, now, skew_limit)
+            except RecordError as exc:
+                batch.outputs.append((topics.dlq, None, self._enc_dlq(dead_letter(msg, exc, now_ms,
+                                                                                  self.worker_id))))
+                batch.dlq[type(exc).__name__] += 1
+                continue
+            consent = self.view.get(event.user_id)
+            decision = decide(event, consent, self.catalog, now)
+            user_key = event.user_id.encode()
+            batch.outputs.append((topics.decisions, user_key, self._enc_decision(
+                decision_record(decision, now_ms, msg))))
+            batch.decisions += 1
+            for outcome in decision.outcomes:
+                if outcome.passed:
+                    assert decision.consent_version is not None
+                    nym = pseudonym(self._secret, outcome.purpose, event.user_id)
+                    batch.outputs.append((topics.training[outcome.purpose], nym.encode(),
+                                          self._enc_training[outcome.purpose](training_record(
+                                              event, outcome, self.catalog, nym, decision.consent_version))))
+                    batch.outputs.append((topics.contributions, user_key, self._enc_contribution(
+                        contribution_record(event, outcome, consent))))
+                    batch.outcomes[(outcome.purpose, event.category, "passed")] += 1
+                else:
+                    assert outcome.reason is not None
+                    batch.outcomes[(outcome.purpose, event.category, outcome.reason.value)] += 1
+        return batch
+
+    def _read(self, msg: Message, now: datetime, skew_limit: datetime) -> Any:
+        value = msg.value()
+        if not value:
+            raise MissingValue("input record has no value")
+        if len(value) > self.settings.max_record_bytes:
+            raise OversizedRecord(f"record of {len(value)} bytes exceeds max_record_bytes="
+                                  f"{self.settings.max_record_bytes}")
+        event = activity_from_avro(self._activity.decode(value, msg.topic(), msg.partition(), msg.offset()))
+        check_occurred_at(event, now, skew_limit)
+        return event
+
+    # -- the transaction ---------------------------------------------------------------------
+
+    def _commit(self, batch: _Batch) -> bool:
+        prod = self._producer
+        assert prod is not None
+        try:
+            prod.begin_transaction()
+            for topic, key, value in batch.outputs:
+                while True:
+                    try:
+                        prod.produce(topic, value=value, key=key)
+                        break
+                    except BufferError:
+                        prod.poll(0.05)
+            prod.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
+                self._consumer.consumer_group_metadata(), 60)
+            self._commit_transaction(prod)
+        except KafkaException as exc:
+            self._recover(exc.args[0])
+            return False
+        return True
+
+    def _commit_transaction(self, prod: Producer) -> None:
+        for attempt in range(5):
+            try:
+                prod.commit_transaction(60)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == 4:
+                    raise
+                time.sleep(0.1 * 2 ** attempt)
+
+    def _recover(self, err: KafkaError) -> None:
+        """Undo a failed batch: abort (or replace a fenced producer), then rewind the input."""
+        log.warning("transaction failed (%s): %s", "fatal" if err.fatal() else "abortable", err.str())
+        if err.fatal():
+            self.metrics.aborts.labels("fatal").inc()
+            self._producer = self._new_producer()
+        else:
+            self.metrics.aborts.labels("abortable" if err.txn_requires_abort() else "other").inc()
+            assert self._producer is not None
+            try:
+                self._producer.abort_transaction(60)
+            except KafkaException as abort_exc:
+                log.warning("abort failed, replacing the producer: %s", abort_exc.args[0].str())
+                self._producer = self._new_producer()
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset."""
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        for tp in self._consumer.committed(assignment, timeout=30):
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+
+    def _account(self, batch: _Batch, records: int) -> None:
+        self.stats.records_in += records
+        self.stats.decisions += batch.decisions
+        self.stats.dead_letters += sum(batch.dlq.values())
+        for (purpose, _category, result), count in batch.outcomes.items():
+            if result == "passed":
+                self.stats.passed[purpose] += count
+            else:
+                self.stats.dropped[result] += count
+        self.metrics.records_in.inc(records)
+        self.metrics.batches.inc()
+        self.metrics.record_outcomes(batch.outcomes)
+        for error_class, count in batch.dlq.items():
+            self.metrics.dlq.labels(error_class).inc(count)
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
