@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -36,7 +37,7 @@ from consentgate.schemas.records import consent_from_avro, consent_to_avro
 from consentgate.settings import Settings
 from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
-ATTEMPTS = 6
+ATTEMPTS = 12
 
 
 class ConsentWriteError(ConsentGateError):
@@ -89,6 +90,7 @@ class ConsentWriter:
         self._reader.close()
         for owned in self._owned.values():
             owned.producer.flush(5)
+        self._owned.clear()
         self._registry.close()
 
     def __enter__(self) -> ConsentWriter:
@@ -199,7 +201,8 @@ class ConsentWriter:
                     prod.abort_transaction(30)
                 elif not err.retriable():
                     self._owned.pop(partition, None)
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                # Jitter keeps two writers that fence each other from retrying in lockstep.
+                time.sleep(random.uniform(0, min(0.05 * 2 ** attempt, 1.0)))
                 continue
             owned.states, owned.versions = states, versions
             self._await_visible(partition, max(offsets) if offsets else -1)

@@ -115,7 +115,9 @@ class Gate:
                     idle_since = time.monotonic()
                 else:
                     self.view.catch_up()
-                    if until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                    if not self._consumer.assignment():
+                        idle_since = time.monotonic()  # waiting for partitions is not being idle
+                    elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
         finally:
             self.close()
@@ -125,6 +127,9 @@ class Gate:
         try:
             self._consumer.close()
         finally:
+            if self._producer is not None:
+                self._producer.flush(10)
+                self._producer = None
             self.view.close()
             self._registry.close()
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from consentgate.catalog import Catalog
 from consentgate.connectors.jsonl import to_jsonable
-from consentgate.connectors.kafka import consumer
+from consentgate.connectors.kafka import consumer, producer
+from consentgate.model import ActivityEvent
+from consentgate.schemas.codec import Codecs
+from consentgate.schemas.records import activity_to_avro
+from consentgate.streams.gate import Gate, GateStats
 from consentgate.connectors.reader import read_committed
 from consentgate.schemas.codec import registry_client
 from consentgate.settings import Settings
@@ -34,3 +42,61 @@ def committed(settings: Settings, topic: str, timeout: float = 30.0) -> list[tup
 
 def values(settings: Settings, topic: str) -> list[Any]:
     return [v for _, v in committed(settings, topic)]
+
+
+def produce_events(settings: Settings, events: list[ActivityEvent], topic: str | None = None) -> None:
+    """Publish ActivityEvents (keyed by user) and wait until every one is acknowledged."""
+    topic = topic or settings.topic("activity.events")
+    with registry_client(settings.require_registry()) as registry:
+        codec = Codecs(registry)["ActivityEvent"]
+        produce_raw(settings, [(e.user_id.encode(), codec.encode(topic, activity_to_avro(e))) for e in events], topic)
+
+
+def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]], topic: str | None = None) -> None:
+    topic = topic or settings.topic("activity.events")
+    out = producer(settings)
+    errors: list[str] = []
+    for key, value in records:
+        out.produce(topic, value=value, key=key,
+                    on_delivery=lambda err, msg: errors.append(err.str()) if err else None)
+        out.poll(0)
+    assert out.flush(30) == 0
+    assert errors == []
+
+
+def run_gate(settings: Settings, catalog: Catalog, idle: float = 2.0) -> GateStats:
+    """Run one in-process gate worker until its input has been idle for ``idle`` seconds."""
+    return Gate(settings, catalog).run(until_idle=idle)
+
+
+class GateThread:
+    """A gate worker running in a background thread until stopped."""
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.gate = Gate(settings, catalog)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.gate.run()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+            self.error = exc
+
+    def __enter__(self) -> GateThread:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.gate.stop()
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "gate did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
