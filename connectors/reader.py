@@ -41,6 +41,7 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
 
     The consumer must be assigned the partitions of ``ends`` and read ``read_committed``;
     librdkafka moves the position past transaction markers, so positions reach the ends.
+    ``timeout`` bounds a stall (no record arriving), not the whole read.
     """
     remaining = dict(ends)
     deadline = time.monotonic() + timeout
@@ -51,8 +52,11 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
         if not remaining:
             return
         if time.monotonic() > deadline:
-            raise ReadTimeout(f"could not read to the end of {sorted(remaining)} in {timeout:.0f}s")
-        for msg in consumer.consume(batch, 0.05):
+            raise ReadTimeout(f"no progress reading {sorted(remaining)} to their end for {timeout:.0f}s")
+        msgs = consumer.consume(batch, 0.05)
+        if msgs:
+            deadline = time.monotonic() + timeout
+        for msg in msgs:
             if msg.error():
                 raise KafkaException(msg.error())
             yield msg

@@ -15,6 +15,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consentgate.schemas.contracts import schema_text
+from consentgate.schemas.fastwrite import compile_writer
 from consentgate.schemas.errors import (
     EncodeError,
     RegistryUnavailable,
@@ -85,8 +86,18 @@ class Codec:
             if exc.http_status_code in _NOT_FOUND:
                 raise EncodeError(f"no schema registered for {subject}: run `consentgate topics create`") from exc
             raise RegistryUnavailable(f"schema registry error for {subject}: {exc}") from exc
-        schema = fastavro.parse_schema(json.loads(registered.schema.schema_str))
+        schema_json = json.loads(registered.schema.schema_str)
         header = b"\x00" + struct.pack(">I", registered.schema_id)
+        compiled = compile_writer(schema_json, header)
+        if compiled is not None:
+            def encode_compiled(value: dict[str, Any]) -> bytes:
+                try:
+                    return compiled(value)
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise EncodeError(f"value does not fit {self.contract} on {topic}: {exc!r}") from exc
+
+            return encode_compiled
+        schema = fastavro.parse_schema(schema_json)
         write = fastavro.schemaless_writer
 
         def encode(value: dict[str, Any]) -> bytes:

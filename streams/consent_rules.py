@@ -11,7 +11,7 @@ from consentgate.model import PLANS, TIERS, ConsentLookup, ConsentState, Erased,
 
 
 def check_grant(catalog: Catalog, category: str, purpose: str, expires_at: datetime | None, now: datetime,
-                tier: str | None, plan: str | None) -> None:
+                tier: str | None, plan: str | None, terms_version: int | None = None) -> None:
     """Refuse a grant the catalog cannot honour, with a message a person can act on."""
     if purpose not in catalog.purposes:
         raise ConsentRequestError(f"unknown purpose {purpose!r}; the catalog has: "
@@ -29,6 +29,9 @@ def check_grant(catalog: Catalog, category: str, purpose: str, expires_at: datet
         raise ConsentRequestError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
     if plan is not None and plan not in PLANS:
         raise ConsentRequestError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
+    if terms_version is not None and not 1 <= terms_version <= catalog.purposes[purpose].terms_version:
+        raise ConsentRequestError(f"terms_version {terms_version} is not a version of {purpose!r}'s terms "
+                                  f"(1..{catalog.purposes[purpose].terms_version})")
     if tier == "free" and plan is not None:
         raise ConsentRequestError("the free tier has no compensation plan")
 

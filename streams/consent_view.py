@@ -47,61 +47,61 @@ class ConsentView:
     def __len__(self) -> int:
         return len(self._store)
 
+    def recover(self, timeout: float = 30.0) -> int:
+        """Load every committed consent record; raw bytes only, so recovery runs at fetch speed."""
+        return self._read(live=False, timeout=timeout)
+
     def catch_up(self, timeout: float = 30.0) -> int:
-        """Apply every consent record committed before this call; returns how many were applied."""
+        """Apply every consent record committed before this call (the consent-first barrier)."""
+        return self._read(live=True, timeout=timeout)
+
+    def _read(self, live: bool, timeout: float) -> int:
         ends = stable_ends(self._admin, self._partitions)
         applied = 0
         for msg in read_until(self._consumer, ends, timeout):
-            self._apply(msg)
+            self._apply(msg, live)
             applied += 1
         lag = sum(ends.values()) - sum(max(p.offset, 0) for p in self._consumer.position(self._partitions))
         self._metrics.consent_view_lag.set(max(lag, 0))
         self._metrics.consent_view_size.set(len(self._store))
         return applied
 
-    recover = catch_up  # on start the view is empty, so recovery is a catch-up from the beginning
-
-    def _apply(self, msg: Message) -> None:
+    def _apply(self, msg: Message, live: bool) -> None:
         key = msg.key()
         if key is None:
-            self.corrupt += 1
-            self._metrics.consent_corrupt.inc()
-            log.error("consent.state record without a key at [%d]@%d ignored", msg.partition(), msg.offset())
+            self._corrupt(f"[{msg.partition()}]@{msg.offset()} has no key; ignored")
             return
         user = key.decode(errors="replace")
-        value = msg.value()
-        previous = self._cache.pop(user, None) if user in self._cache else self._decode(user, self._store.get(user))
-        if value is None:
-            stored = TOMBSTONE
-        else:
-            stored = value
-            try:
-                state = consent_from_avro(self._codec.decode(value, msg.topic(), msg.partition(), msg.offset()))
-            except (RecordError, KeyError, TypeError, ValueError) as exc:
-                stored = CORRUPT
-                self.corrupt += 1
-                self._metrics.consent_corrupt.inc()
-                log.error("consent.state [%d]@%d for a user is unreadable; the user is denied until a valid "
-                          "state arrives: %s", msg.partition(), msg.offset(), exc)
-            else:
-                if state.user_id != user:
-                    stored = CORRUPT
-                    self.corrupt += 1
-                    self._metrics.consent_corrupt.inc()
-                    log.error("consent.state [%d]@%d: key and user_id differ; the user is denied",
-                              msg.partition(), msg.offset())
-        self._store.put(user, stored)
-        if isinstance(previous, ConsentState) and _revokes(previous, self._decode(user, stored)):
+        previous = self.get(user) if live else None
+        self._store.put(user, TOMBSTONE if msg.value() is None else msg.value())
+        self._cache.pop(user, None)
+        if live and isinstance(previous, ConsentState) and _revokes(previous, self.get(user)):
             _, ts = msg.timestamp()
             if ts > 0:
                 self._metrics.revocation_latency.observe(max(time.time() - ts / 1000, 0.0))
+
+    def _corrupt(self, what: str) -> None:
+        self.corrupt += 1
+        self._metrics.consent_corrupt.inc()
+        log.error("unreadable consent.state record %s", what)
 
     def _decode(self, user: str, raw: bytes | None) -> ConsentLookup:
         if raw is None or raw == CORRUPT:
             return None
         if raw == TOMBSTONE:
             return Erased(user)
-        return consent_from_avro(self._codec.decode(raw, self._topic))
+        try:
+            state = consent_from_avro(self._codec.decode(raw, self._topic))
+        except (RecordError, KeyError, TypeError, ValueError) as exc:
+            state = None
+            self._corrupt(f"for a user: {exc}; the user is denied until a valid state arrives")
+        else:
+            if state.user_id != user:
+                state = None
+                self._corrupt("whose key and user_id differ; the user is denied")
+        if state is None:
+            self._store.put(user, CORRUPT)  # report once, deny from now on
+        return state
 
     def get(self, user_id: str) -> ConsentLookup:
         cached = self._cache.get(user_id, _MISS)

@@ -61,6 +61,7 @@ class ConsentRequest:
     source: str = "cli"
     jurisdiction: str | None = None
     notice_version: str | None = None
+    terms_version: int | None = None  # imports of historical grants only; default: the catalog's current
 
 
 @dataclass
@@ -81,6 +82,9 @@ class ConsentWriter:
         self._clock = clock
         self._registry = registry_client(settings.require_registry())
         self._codecs = Codecs(self._registry)
+        self._encode_change = self._codecs["ConsentChange"].writer_for(self.topics.consent_changes)
+        self._encode_state = self._codecs["ConsentState"].writer_for(self.topics.consent_state)
+        self._encode_retraction = self._codecs["Retraction"].writer_for(self.topics.retractions)
         self._admin = admin(settings)
         self._reader = consumer(settings, f"consent-writer-reader-{uuid.uuid4()}")
         self._partitions = len(partitions_of(self._reader, self.topics.consent_state))
@@ -156,7 +160,7 @@ class ConsentWriter:
             raise ConsentRequestError("a user id is required")
         if req.action == "grant":
             check_grant(self.catalog, req.category or "", req.purpose or "", req.expires_at, now, req.tier,
-                        req.plan)
+                        req.plan, req.terms_version)
         elif req.action == "revoke":
             if req.purpose is not None and req.purpose not in self.catalog.purposes:
                 raise ConsentRequestError(f"unknown purpose {req.purpose!r}")
@@ -227,8 +231,8 @@ class ConsentWriter:
         new_state: ConsentLookup
         if req.action == "grant":
             assert req.category and req.purpose
-            grant = Grant(req.category, req.purpose, now, req.expires_at,
-                          self.catalog.purposes[req.purpose].terms_version, receipt_id)
+            terms = req.terms_version or self.catalog.purposes[req.purpose].terms_version
+            grant = Grant(req.category, req.purpose, now, req.expires_at, terms, receipt_id)
             new_state = with_grant(current, req.user_id, grant, version, now, req.tier, req.plan)
         elif req.action == "revoke":
             if not isinstance(current, ConsentState):
@@ -239,27 +243,24 @@ class ConsentWriter:
         receipt = {
             "receipt_id": receipt_id, "user_id": req.user_id, "action": req.action, "category": req.category,
             "purpose": req.purpose, "at": now, "source": req.source,
-            "terms_version": self.catalog.purposes[req.purpose].terms_version if req.action == "grant"
-            and req.purpose else None,
+            "terms_version": (req.terms_version or self.catalog.purposes[req.purpose].terms_version)
+            if req.action == "grant" and req.purpose else None,
             "notice_version": req.notice_version, "jurisdiction": req.jurisdiction, "expires_at": req.expires_at,
             "tier": new_state.tier if isinstance(new_state, ConsentState) else None,
             "plan": new_state.plan if isinstance(new_state, ConsentState) else None,
             "consent_version": version,
         }
-        outputs.append((self.topics.consent_changes, req.user_id,
-                        self._codecs["ConsentChange"].encode(self.topics.consent_changes, receipt), None))
+        outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None))
         if isinstance(new_state, ConsentState):
-            value: bytes | None = self._codecs["ConsentState"].encode(self.topics.consent_state,
-                                                                      consent_to_avro(new_state))
+            value: bytes | None = self._encode_state(consent_to_avro(new_state))
         else:
             value = None
             secret = self.settings.require_secret()
             for purpose in self.catalog.purposes.values():
                 nym = pseudonym(secret, purpose.name, req.user_id)
-                outputs.append((self.topics.retractions, nym, self._codecs["Retraction"].encode(
-                    self.topics.retractions, {"pseudonym": nym, "purpose": purpose.name,
-                                              "sink_topic": self.topics.training[purpose.name],
-                                              "requested_at": now, "receipt_id": receipt_id}), None))
+                outputs.append((self.topics.retractions, nym, self._encode_retraction({
+                    "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
+                    "requested_at": now, "receipt_id": receipt_id}), None))
         outputs.append((self.topics.consent_state, req.user_id, value, partition))
         states[req.user_id] = new_state
         versions[req.user_id] = version

@@ -47,15 +47,18 @@ class GateStats:
     dead_letters: int = 0
     passed: Counter[str] = field(default_factory=Counter)  # purpose -> passed records
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> dropped (record, purpose) pairs
+    records_passed: int = 0  # decided records that passed for at least one purpose
+    first_fetch: float | None = None  # monotonic time of the first non-empty fetch
+    last_commit: float | None = None  # monotonic time of the last committed batch
 
 
 @dataclass
 class _Batch:
-    outputs: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     dlq: Counter[str] = field(default_factory=Counter)
     decisions: int = 0
+    records_passed: int = 0
 
 
 class Gate:
@@ -67,6 +70,7 @@ class Gate:
         self.metrics = GateMetrics()
         self.stats = GateStats()
         self._secret = settings.require_secret()
+        self._nyms: dict[tuple[str, str], str] = {}  # HMACs of active users, bounded
         self._registry = registry_client(settings.require_registry())
         codecs = Codecs(self._registry)
         self._activity = codecs["ActivityEvent"]
@@ -136,57 +140,90 @@ class Gate:
     # -- one batch ---------------------------------------------------------------------------
 
     def _process(self, msgs: list[Message]) -> None:
+        """Decide and commit one fetched batch; outputs are produced as they are decided, so
+        librdkafka ships them while the next records are being decided."""
         started = time.monotonic()
+        if self.stats.first_fetch is None:
+            self.stats.first_fetch = started
+        prod = self._producer
+        assert prod is not None
         try:
             self.view.catch_up()  # consent first: everything acknowledged before the fetch
-            batch = self._decide_all(msgs)
+            prod.begin_transaction()
+            batch = self._decide_all(msgs, prod)
+            prod.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
+                self._consumer.consumer_group_metadata(), 60)
+            self._commit_transaction(prod)
         except RegistryUnavailable as exc:
             log.warning("schema registry unavailable, retrying the batch: %s", exc)
             self.metrics.aborts.labels("registry").inc()
+            self._abort_quietly()
             self._rewind()
             time.sleep(1.0)
             return
-        if self._commit(batch):
-            self._account(batch, len(msgs))
-            self.metrics.batch_seconds.observe(time.monotonic() - started)
+        except KafkaException as exc:
+            self._recover(exc.args[0])
+            return
+        self._account(batch, len(msgs))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
 
-    def _decide_all(self, msgs: list[Message]) -> _Batch:
+    def _decide_all(self, msgs: list[Message], prod: Producer) -> _Batch:
         now = datetime.now(timezone.utc)
         now_ms = int(now.timestamp() * 1000)
         skew_limit = now + self.settings.clock_skew
         batch = _Batch()
         topics = self.topics
+
+        def emit(topic: str, key: bytes | None, value: bytes) -> None:
+            while True:
+                try:
+                    prod.produce(topic, value=value, key=key)
+                    return
+                except BufferError:  # local queue full: let librdkafka drain it
+                    prod.poll(0.05)
+
         for msg in msgs:
             if msg.error():
                 raise KafkaException(msg.error())
-            batch.offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            batch.offsets[(topic, partition)] = offset + 1
             try:
                 event = self._read(msg, now, skew_limit)
             except RecordError as exc:
-                batch.outputs.append((topics.dlq, None, self._enc_dlq(dead_letter(msg, exc, now_ms,
-                                                                                  self.worker_id))))
+                emit(topics.dlq, None, self._enc_dlq(dead_letter(msg, exc, now_ms, self.worker_id)))
                 batch.dlq[type(exc).__name__] += 1
                 continue
             consent = self.view.get(event.user_id)
             decision = decide(event, consent, self.catalog, now)
             user_key = event.user_id.encode()
-            batch.outputs.append((topics.decisions, user_key, self._enc_decision(
-                decision_record(decision, now_ms, msg))))
+            emit(topics.decisions, user_key, self._enc_decision(
+                decision_record(decision, now_ms, topic, partition, offset)))
             batch.decisions += 1
+            if any(o.passed for o in decision.outcomes):
+                batch.records_passed += 1
             for outcome in decision.outcomes:
                 if outcome.passed:
                     assert decision.consent_version is not None
-                    nym = pseudonym(self._secret, outcome.purpose, event.user_id)
-                    batch.outputs.append((topics.training[outcome.purpose], nym.encode(),
-                                          self._enc_training[outcome.purpose](training_record(
-                                              event, outcome, self.catalog, nym, decision.consent_version))))
-                    batch.outputs.append((topics.contributions, user_key, self._enc_contribution(
-                        contribution_record(event, outcome, consent))))
+                    nym = self._pseudonym(outcome.purpose, event.user_id)
+                    emit(topics.training[outcome.purpose], nym.encode(), self._enc_training[outcome.purpose](
+                        training_record(event, outcome, self.catalog, nym, decision.consent_version)))
+                    emit(topics.contributions, user_key, self._enc_contribution(
+                        contribution_record(event, outcome, consent)))
                     batch.outcomes[(outcome.purpose, event.category, "passed")] += 1
                 else:
                     assert outcome.reason is not None
                     batch.outcomes[(outcome.purpose, event.category, outcome.reason.value)] += 1
         return batch
+
+    def _pseudonym(self, purpose: str, user_id: str) -> str:
+        key = (purpose, user_id)
+        nym = self._nyms.get(key)
+        if nym is None:
+            if len(self._nyms) >= 500_000:
+                self._nyms.clear()
+            nym = self._nyms[key] = pseudonym(self._secret, purpose, user_id)
+        return nym
 
     def _read(self, msg: Message, now: datetime, skew_limit: datetime) -> Any:
         value = msg.value()
@@ -201,26 +238,14 @@ class Gate:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def _commit(self, batch: _Batch) -> bool:
-        prod = self._producer
-        assert prod is not None
+    def _abort_quietly(self) -> None:
+        assert self._producer is not None
         try:
-            prod.begin_transaction()
-            for topic, key, value in batch.outputs:
-                while True:
-                    try:
-                        prod.produce(topic, value=value, key=key)
-                        break
-                    except BufferError:
-                        prod.poll(0.05)
-            prod.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
-                self._consumer.consumer_group_metadata(), 60)
-            self._commit_transaction(prod)
+            self._producer.abort_transaction(60)
         except KafkaException as exc:
-            self._recover(exc.args[0])
-            return False
-        return True
+            err = exc.args[0]
+            if err.code() != KafkaError._STATE:  # _STATE: no transaction was open
+                self._recover(err)
 
     def _commit_transaction(self, prod: Producer) -> None:
         for attempt in range(5):
@@ -259,6 +284,8 @@ class Gate:
     def _account(self, batch: _Batch, records: int) -> None:
         self.stats.records_in += records
         self.stats.decisions += batch.decisions
+        self.stats.records_passed += batch.records_passed
+        self.stats.last_commit = time.monotonic()
         self.stats.dead_letters += sum(batch.dlq.values())
         for (purpose, _category, result), count in batch.outcomes.items():
             if result == "passed":

@@ -10,14 +10,15 @@ from consentgate.catalog import Catalog
 from consentgate.model import ActivityEvent, ConsentLookup, ConsentState, Decision, Outcome
 
 
-def decision_record(decision: Decision, decided_at_ms: int, msg: Message) -> dict[str, Any]:
+def decision_record(decision: Decision, decided_at_ms: int, topic: str, partition: int, offset: int
+                    ) -> dict[str, Any]:
+    # A DropReason is a str, so it goes to the Avro enum as it is.
     return {
         "event_id": decision.event_id, "user_id": decision.user_id, "category": decision.category,
         "decided_at": decided_at_ms,
-        "outcomes": [{"purpose": o.purpose, "passed": o.passed, "reason": o.reason.value if o.reason else None}
-                     for o in decision.outcomes],
+        "outcomes": [{"purpose": o.purpose, "passed": o.passed, "reason": o.reason} for o in decision.outcomes],
         "consent_version": decision.consent_version,
-        "input": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        "input": {"topic": topic, "partition": partition, "offset": offset},
     }
 
 

@@ -96,8 +96,8 @@ events = st.builds(lambda c, t: ActivityEvent("e", "u1", c, t, "s", {}), st.samp
 
 
 def _justified(ev: ActivityEvent, consent: ConsentLookup, purpose: str, now: datetime) -> bool:
-    if not isinstance(consent, ConsentState):
-        return False
+    if not isinstance(consent, ConsentState) or ev.category not in CATALOG.categories:
+        return False  # a category the catalog does not know never passes, whatever was granted
     return any(g.category == ev.category and g.purpose == purpose and g.granted_at <= ev.occurred_at
                and (g.expires_at is None or (g.expires_at > ev.occurred_at and g.expires_at > now))
                and g.terms_version >= CATALOG.purposes[purpose].terms_version for g in consent.grants)

@@ -1,0 +1,1 @@
+"""Benchmarks. Figures are printed as tables of ratios against a baseline run in the same process."""
