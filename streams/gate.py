@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -85,6 +86,7 @@ class Gate:
             "client.id": f"consentgate-gate-{self.worker_id}"})
         self._producer: Producer | None = None
         self._stopping = False
+        self.ready = threading.Event()  # set once the view is recovered and the worker has subscribed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,6 +112,7 @@ class Gate:
             self.metrics.serve(self.settings.metrics_port)
         self._producer = self._new_producer()
         self._consumer.subscribe([self.topics.activity])
+        self.ready.set()
         idle_since = time.monotonic()
         try:
             while not self._stopping:

@@ -85,6 +85,7 @@ class GateThread:
 
     def __enter__(self) -> GateThread:
         self._thread.start()
+        assert self.gate.ready.wait(60), f"gate not ready: {self.error}"
         return self
 
     def __exit__(self, *exc: object) -> None:

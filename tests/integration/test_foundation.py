@@ -29,7 +29,8 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
                 "CONSENTGATE_SCHEMA_REGISTRY_URL": settings.require_registry(),
                 "CONSENTGATE_TOPIC_PREFIX": settings.topic_prefix,
                 "CONSENTGATE_DATA_DIR": str(settings.data_dir),
-                "CONSENTGATE_PARTITIONS": str(settings.partitions)})
+                "CONSENTGATE_PARTITIONS": str(settings.partitions),
+                "CONSENTGATE_PSEUDONYM_SECRET": settings.require_secret().decode()})
     return subprocess.run([sys.executable, "-m", "consentgate.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 

@@ -90,8 +90,10 @@ def grants(draw: st.DrawFn) -> Grant:
                  draw(st.integers(0, 5)), "r")
 
 
+# A state holds at most one grant per (category, purpose): a new grant replaces the old one.
 consents = st.none() | st.just(Erased("u1")) | st.builds(
-    lambda gs: ConsentState("u1", 1, T0, "data_sharing", "per_unit", tuple(gs)), st.lists(grants(), max_size=6))
+    lambda gs: ConsentState("u1", 1, T0, "data_sharing", "per_unit", tuple(gs)),
+    st.lists(grants(), max_size=6, unique_by=lambda g: (g.category, g.purpose)))
 events = st.builds(lambda c, t: ActivityEvent("e", "u1", c, t, "s", {}), st.sampled_from(CATEGORIES), times)
 
 

@@ -108,3 +108,16 @@ def test_docker_compose_parses_and_is_consistent() -> None:
         assert env["CONSENTGATE_BOOTSTRAP_SERVERS"] == internal
         assert env["CONSENTGATE_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:{registry_port}"
         assert set(services[name]["depends_on"]) >= {"kafka", "schema-registry"}
+
+
+def test_missing_java_or_maven_is_one_line_saying_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consentgate.cluster import maven
+    from consentgate.errors import ClusterError
+
+    monkeypatch.setattr(maven.shutil, "which", lambda tool: None if tool == "mvn" else "/usr/bin/" + tool)
+    with pytest.raises(ClusterError) as info:
+        maven.require_tools()
+    assert str(info.value) == "`mvn` not found on PATH: install Apache Maven (e.g. apt-get install maven)"
+    monkeypatch.setattr(maven.shutil, "which", lambda tool: None)
+    with pytest.raises(ClusterError, match=r"^`java` not found on PATH: install a Java 17\+ runtime"):
+        maven.require_tools()

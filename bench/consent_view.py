@@ -1,0 +1,107 @@
+"""Consent view recovery time and memory at 1M and 10M users, memory store vs rocksdb.
+
+    python -m bench.consent_view [--users 1000000 10000000]
+
+Each recovery runs in a fresh subprocess, so its peak RSS is its own; the baseline is the
+same subprocess's RSS just before recovery (interpreter, clients, imports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from bench.common import cores, timed, workbench
+from consentgate.connectors.kafka import producer
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.synthetic import user_id
+
+_CHILD = """
+import json, resource, sys, time
+from consentgate.settings import Settings
+from consentgate.catalog import load_catalog
+from consentgate.connectors.topics import TopicNames
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.streams.consent_view import ConsentView
+from consentgate.streams.metrics import GateMetrics
+settings = Settings(**json.loads(sys.argv[1]))
+topics = TopicNames.of(settings, load_catalog())
+codec = Codecs(registry_client(settings.require_registry()))["ConsentState"]
+view = ConsentView(settings, topics.consent_state, codec, GateMetrics(), "bench-view")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.monotonic()
+n = view.recover(timeout=120)
+elapsed = time.monotonic() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+probe = view.get(sys.argv[2])
+print(json.dumps({"records": n, "users": len(view), "seconds": elapsed, "baseline_mib": before / 1024,
+                  "peak_mib": peak / 1024, "probe_ok": probe is not None}))
+"""
+
+
+def load_states(bench_settings: object, topic: str, users: int) -> int:
+    settings = bench_settings
+    now = datetime.now(timezone.utc)
+    with registry_client(settings.require_registry()) as registry:  # type: ignore[attr-defined]
+        encode = Codecs(registry)["ConsentState"].writer_for(topic)
+        out = producer(settings, **{"linger.ms": 50, "batch.size": 1_000_000,  # type: ignore[arg-type]
+                                    "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"})
+        size = 0
+        for i in range(users):
+            uid = user_id(i)
+            value = encode({"user_id": uid, "version": 1, "updated_at": now, "tier": "data_sharing",
+                            "plan": "per_unit", "grants": [
+                                {"category": "post", "purpose": "train_ai_system.recommendation", "granted_at": now,
+                                 "expires_at": None, "terms_version": 3, "receipt_id": f"r-{i:012d}"},
+                                {"category": "search", "purpose": "train_ai_system.ads_ranking", "granted_at": now,
+                                 "expires_at": None, "terms_version": 1, "receipt_id": f"s-{i:012d}"}]})
+            size += len(value)
+            while True:
+                try:
+                    out.produce(topic, value=value, key=uid.encode())
+                    break
+                except BufferError:
+                    out.poll(0.1)
+        assert out.flush(300) == 0
+    return size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    args = parser.parse_args()
+    rows = []
+    for users in args.users:
+        bench = workbench(partitions=6)
+        t = timed(f"writing {users:,} consent states")
+        size = load_states(bench.settings, bench.topics.consent_state, users)
+        print(f"     {size / users:.0f} bytes/state, {time.monotonic() - t:.0f}s")
+        for store in ("memory", "rocksdb"):
+            timed(f"recovering the view ({store})")
+            conf = {k: str(v) if k in ("data_dir", "cache_dir") else v
+                    for k, v in bench.settings.model_dump(mode="json").items() if v is not None}
+            conf["consent_store"] = store
+            conf["pseudonym_secret"] = "x"
+            proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(conf), user_id(users - 1)],
+                                  capture_output=True, text=True, timeout=3600)
+            if proc.returncode != 0:
+                raise SystemExit(proc.stderr[-2000:])
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            assert r["users"] == users and r["probe_ok"], r
+            rows.append((users, store, r))
+    print(f"\nconditions: {cores()} cores, 6 partitions, states of 2 grants (~{size / users:.0f} bytes), "
+          "one recovering process\n")
+    print("| users | store | recovery s | users/s | baseline RSS MiB | peak RSS MiB | RSS per user (bytes) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for users, store, r in rows:
+        grown = (r["peak_mib"] - r["baseline_mib"]) * 1024 * 1024 / users
+        print(f"| {users:,} | {store} | {r['seconds']:.1f} | {users / r['seconds']:,.0f} | {r['baseline_mib']:.0f} | "
+              f"{r['peak_mib']:.0f} | {grown:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
