@@ -16,12 +16,13 @@ class ReadTimeout(ConsentGateError):
     """Partitions could not be read to their end within the allowed time."""
 
 
-def stable_ends(admin: AdminClient, partitions: list[TopicPartition], timeout: float = 10.0) -> dict[
-        tuple[str, int], int]:
-    """Last stable offset of each partition: everything below it is committed or aborted."""
+def stable_ends(admin: AdminClient, partitions: list[TopicPartition], timeout: float = 10.0,
+                committed: bool = True) -> dict[tuple[str, int], int]:
+    """Last stable offset of each partition (everything below it is committed or aborted);
+    with ``committed=False``, the high watermark instead."""
     request = {TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in partitions}
-    futures = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED,
-                                 request_timeout=timeout)
+    level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
+    futures = admin.list_offsets(request, isolation_level=level, request_timeout=timeout)
     try:
         return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
     except KafkaException as exc:

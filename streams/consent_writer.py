@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
@@ -38,6 +38,7 @@ from consentgate.settings import Settings
 from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 ATTEMPTS = 12
+VERSION_HEADER = "consent-version"
 
 
 class ConsentWriteError(ConsentGateError):
@@ -116,6 +117,10 @@ class ConsentWriter:
         versions: dict[str, int] = {}
         for msg in read_until(self._reader, ends):
             user = msg.key().decode()
+            # A tombstone has no body, so every record carries its version in a header too.
+            for name, raw in msg.headers() or ():
+                if name == VERSION_HEADER and raw:
+                    versions[user] = max(versions.get(user, 0), int(raw))
             if msg.value() is None:
                 states[user] = Erased(user)
                 continue
@@ -175,27 +180,16 @@ class ConsentWriter:
             owned = self._acquire(partition)
             states = dict(owned.states)
             versions = dict(owned.versions)
-            outputs: list[tuple[str, str, bytes | None, int | None]] = []
+            outputs: list[tuple[str, str, bytes | None, int | None, int]] = []
             receipts = [self._change(req, states, versions, now, partition, outputs) for req in requests]
-            failures: list[KafkaError] = []
-            offsets: list[int] = []
-
-            def delivered(err: KafkaError | None, msg: Message) -> None:
-                if err is not None:
-                    failures.append(err)
-                elif msg.topic() == self.topics.consent_state:
-                    offsets.append(msg.offset())
-
             prod = owned.producer
             try:
                 prod.begin_transaction()
-                for topic, key, value, part in outputs:
+                for topic, key, value, part, version in outputs:
                     kwargs: dict[str, Any] = {"partition": part} if part is not None else {}
-                    prod.produce(topic, value=value, key=key.encode(), on_delivery=delivered, **kwargs)
-                prod.flush(30)
-                if failures:
-                    raise KafkaException(failures[0])
-                prod.commit_transaction(30)
+                    prod.produce(topic, value=value, key=key.encode(),
+                                 headers=[(VERSION_HEADER, str(version).encode())], **kwargs)
+                prod.commit_transaction(30)  # a failed delivery fails the commit
             except KafkaException as exc:
                 last_error = exc
                 err = exc.args[0]
@@ -209,21 +203,26 @@ class ConsentWriter:
                 time.sleep(random.uniform(0, min(0.05 * 2 ** attempt, 1.0)))
                 continue
             owned.states, owned.versions = states, versions
-            self._await_visible(partition, max(offsets) if offsets else -1)
+            self._await_visible(partition)
             return receipts
         raise ConsentWriteError(f"consent change not committed after {ATTEMPTS} attempts: {last_error}")
 
-    def _await_visible(self, partition: int, offset: int, timeout: float = 30.0) -> None:
-        """Return once ``offset`` on consent.state is readable with read_committed."""
+    def _await_visible(self, partition: int, timeout: float = 30.0) -> None:
+        """Return once everything written to the partition so far is readable with read_committed.
+
+        While this writer holds the partition's transactional id nobody else writes to it, so
+        the high watermark read after the commit covers the records just committed.
+        """
         tp = TopicPartition(self.topics.consent_state, partition)
+        written = stable_ends(self._admin, [tp], committed=False)[(tp.topic, partition)]
         deadline = time.monotonic() + timeout
-        while stable_ends(self._admin, [tp])[(tp.topic, partition)] <= offset:
+        while stable_ends(self._admin, [tp])[(tp.topic, partition)] < written:
             if time.monotonic() > deadline:
-                raise ReadTimeout(f"consent change at {tp.topic}[{partition}]@{offset} not visible in {timeout}s")
+                raise ReadTimeout(f"consent change on {tp.topic}[{partition}] not visible in {timeout}s")
             time.sleep(0.005)
 
     def _change(self, req: ConsentRequest, states: dict[str, ConsentLookup], versions: dict[str, int],
-                now: datetime, partition: int, outputs: list[tuple[str, str, bytes | None, int | None]]
+                now: datetime, partition: int, outputs: list[tuple[str, str, bytes | None, int | None, int]]
                 ) -> dict[str, Any]:
         current = states.get(req.user_id)
         version = versions.get(req.user_id, 0) + 1
@@ -250,7 +249,7 @@ class ConsentWriter:
             "plan": new_state.plan if isinstance(new_state, ConsentState) else None,
             "consent_version": version,
         }
-        outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None))
+        outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None, version))
         if isinstance(new_state, ConsentState):
             value: bytes | None = self._encode_state(consent_to_avro(new_state))
         else:
@@ -260,8 +259,8 @@ class ConsentWriter:
                 nym = pseudonym(secret, purpose.name, req.user_id)
                 outputs.append((self.topics.retractions, nym, self._encode_retraction({
                     "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
-                    "requested_at": now, "receipt_id": receipt_id}), None))
-        outputs.append((self.topics.consent_state, req.user_id, value, partition))
+                    "requested_at": now, "receipt_id": receipt_id}), None, version))
+        outputs.append((self.topics.consent_state, req.user_id, value, partition, version))
         states[req.user_id] = new_state
         versions[req.user_id] = version
         return receipt

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from consentgate.catalog import Catalog
 from consentgate.connectors.kafka import consumer, producer
+from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
 from consentgate.decision import decide
 from consentgate.schemas.codec import Codecs, registry_client
@@ -95,13 +96,23 @@ class Gate:
         self._stopping = True
 
     def _new_producer(self) -> Producer:
-        prod = producer(self.settings, **{
-            "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
-            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-            "queue.buffering.max.messages": 1_000_000,
-            "client.id": f"consentgate-gate-{self.worker_id}"})
-        prod.init_transactions(60)  # fences a previous incarnation of this worker
-        return prod
+        """A transactional producer; init_transactions fences a previous incarnation of this worker."""
+        for attempt in range(10):
+            prod = producer(self.settings, **{
+                "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
+                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+                "queue.buffering.max.messages": 1_000_000,
+                "client.id": f"consentgate-gate-{self.worker_id}"})
+            try:
+                prod.init_transactions(60)
+                return prod
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or attempt == 9 or not (err.retriable() or err.code() == KafkaError._TIMED_OUT):
+                    raise
+                log.warning("init_transactions failed (%s), retrying", err.str())
+                time.sleep(min(2 ** attempt, 10))
+        raise AssertionError("unreachable")
 
     def run(self, until_idle: float | None = None) -> GateStats:
         """Decide activity until stopped (or idle for ``until_idle`` seconds)."""
@@ -116,12 +127,12 @@ class Gate:
         idle_since = time.monotonic()
         try:
             while not self._stopping:
-                msgs = self._consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s)
+                msgs = self._records(self._consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s))
                 if msgs:
                     self._process(msgs)
                     idle_since = time.monotonic()
                 else:
-                    self.view.catch_up()
+                    self._refresh_view()
                     if not self._consumer.assignment():
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
@@ -129,6 +140,23 @@ class Gate:
         finally:
             self.close()
         return self.stats
+
+    def _records(self, msgs: list[Message]) -> list[Message]:
+        """Drop the consumer's error events (they are not records); a fatal one stops the worker."""
+        errors = [m for m in msgs if m.error() is not None]
+        for msg in errors:
+            err = msg.error()
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer: %s", err.str())
+        return [m for m in msgs if m.error() is None] if errors else msgs
+
+    def _refresh_view(self) -> None:
+        """Keep the view current while idle; a broker outage here only delays it."""
+        try:
+            self.view.catch_up()
+        except (ReadTimeout, KafkaException) as exc:
+            log.warning("consent view not refreshed: %s", exc)
 
     def close(self) -> None:
         try:
@@ -152,6 +180,14 @@ class Gate:
         assert prod is not None
         try:
             self.view.catch_up()  # consent first: everything acknowledged before the fetch
+        except (ReadTimeout, KafkaException) as exc:
+            # Without the consent acknowledged before this fetch, nothing may be decided.
+            log.warning("consent view cannot catch up, retrying the batch: %s", exc)
+            self.metrics.aborts.labels("consent_view").inc()
+            self._rewind()
+            time.sleep(1.0)
+            return
+        try:
             prod.begin_transaction()
             batch = self._decide_all(msgs, prod)
             prod.send_offsets_to_transaction(
@@ -277,12 +313,25 @@ class Gate:
         self._rewind()
 
     def _rewind(self) -> None:
-        """Seek every assigned partition back to its committed offset."""
-        assignment = self._consumer.assignment()
-        if not assignment:
-            return
-        for tp in self._consumer.committed(assignment, timeout=30):
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+        """Seek every assigned partition back to its committed offset.
+
+        Keeps trying through a broker outage: consuming on from un-rewound positions would
+        skip the records of the failed batch.
+        """
+        for attempt in range(1_000_000):
+            assignment = self._consumer.assignment()
+            if not assignment:
+                return
+            try:
+                committed = self._consumer.committed(assignment, timeout=30)
+                for tp in committed:
+                    self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
+                return
+            except KafkaException as exc:
+                if exc.args[0].fatal():
+                    raise
+                log.warning("cannot rewind yet (%s), retrying", exc.args[0].str())
+                time.sleep(min(2 ** attempt, 10))
 
     def _account(self, batch: _Batch, records: int) -> None:
         self.stats.records_in += records

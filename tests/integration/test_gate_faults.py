@@ -248,3 +248,16 @@ def test_two_workers_through_rebalances_are_exactly_once(make_settings: Settings
                 proc.kill()
                 proc.wait()
     _assert_exactly_once(settings, topics, events, _expected(events, states, catalog))
+
+
+def test_versions_keep_rising_across_an_erasure_when_another_writer_takes_over(
+        settings: Settings, topics: TopicNames, catalog: Catalog) -> None:
+    """Regression: a writer re-reading a partition must not reuse the version of an erasure."""
+    with ConsentWriter(settings, catalog) as first:
+        first.apply([ConsentRequest("grant", "phoenix", "post", GEN)])
+        first.apply([ConsentRequest("erase", "phoenix")])
+    with ConsentWriter(settings, catalog) as second:  # fences the first and re-reads the partition
+        receipt = second.apply([ConsentRequest("grant", "phoenix", "post", GEN)])[0]
+    assert receipt["consent_version"] == 3
+    versions = [(c["action"], c["consent_version"]) for c in values(settings, topics.consent_changes)]
+    assert versions == [("grant", 1), ("erase", 2), ("grant", 3)]
