@@ -208,8 +208,9 @@ class Gate:
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
     def _decide_all(self, msgs: list[Message], prod: Producer) -> _Batch:
-        now = datetime.now(timezone.utc)
-        now_ms = int(now.timestamp() * 1000)
+        # Decide with exactly the (millisecond) time the Decision records, so a replay agrees.
+        now_ms = time.time_ns() // 1_000_000
+        now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
         skew_limit = now + self.settings.clock_skew
         batch = _Batch()
         topics = self.topics

@@ -1,0 +1,59 @@
+"""The reliability oracle catches each kind of violation it reports (it must be able to fail)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from consentgate.catalog import load_catalog
+from tests.reliability.oracle import check
+
+CATALOG = load_catalog()
+GEN, REC = "train_ai_system.generative", "train_ai_system.recommendation"
+T_GRANT, T_EVENT, T_DECIDED = "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z"
+
+
+def change(version: int, action: str, **kw: Any) -> dict[str, Any]:
+    base = {"user_id": "u", "consent_version": version, "action": action, "category": None, "purpose": None,
+            "at": T_GRANT, "expires_at": None, "terms_version": None}
+    return base | kw
+
+
+CHANGES = [change(1, "grant", category="post", purpose=GEN, terms_version=2)]
+EVENTS = {"e1": {"event_id": "e1", "user_id": "u", "category": "post", "occurred_at": T_EVENT}}
+
+
+def decision(gen: str | None, rec: str | None = "no_grant", version: int | None = 1) -> dict[str, Any]:
+    return {"event_id": "e1", "consent_version": version, "decided_at": T_DECIDED, "outcomes": [
+        {"purpose": REC, "passed": rec is None, "reason": rec}, {"purpose": GEN, "passed": gen is None, "reason": gen}]}
+
+
+PASS = [{"event_id": "e1", "purpose": GEN}]
+
+
+def run(decisions: list[dict[str, Any]], training: list[dict[str, Any]] = PASS, contributions: list[dict[str, Any]]
+        = PASS, changes: list[dict[str, Any]] = CHANGES, acked: int = 1, dlq: int = 0) -> dict[str, list[str]]:
+    return check(CATALOG, EVENTS, {"e1": acked}, copy.deepcopy(changes), decisions, training, contributions, dlq,
+                 0).problems()
+
+
+def test_a_correct_run_is_clean() -> None:
+    assert run([decision(None)]) == {}
+
+
+def test_each_violation_is_caught() -> None:
+    assert list(run([decision("no_grant")], [], [])) == ["losses"]
+    assert list(run([decision(None, rec=None)], PASS, PASS)) == ["leaks", "losses"]  # REC passed w/o training
+    assert run([decision(None), decision(None)]) == {"duplicates": ["decision e1 x2"]}
+    assert run([decision(None)], PASS * 2) == {"duplicates": ["training ('e1', 'train_ai_system.generative') x2"]}
+    assert list(run([decision("expired")], [], [])) == ["losses"]  # dropped although it had to pass
+    assert run([], [], []) == {"losses": ["no decision for e1"]}
+    assert list(run([decision(None)], dlq=1)) == ["losses"]
+    revoked = [*CHANGES, change(2, "revoke", purpose=GEN)]
+    assert list(run([decision(None, version=1)], changes=revoked, acked=2)) == ["stale_consent"]
+    assert run([decision("no_grant", version=2)], [], [], changes=revoked, acked=2) == {}
+    assert list(run([decision("expired", version=2)], [], [], changes=revoked, acked=2)) == ["wrong_reasons"]
+    erased = [*CHANGES, change(2, "erase")]
+    assert run([decision("erased", rec="erased", version=None)], [], [], changes=erased, acked=2) == {}
+    assert list(run([decision("no_consent_record", rec="no_consent_record", version=None)], [], [],
+                    changes=erased, acked=2)) == ["wrong_reasons"]
