@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 from consentgate.catalog import Catalog, load_catalog
 from consentgate.cluster import embedded
-from consentgate.connectors.kafka import admin, producer
+from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
@@ -68,12 +68,7 @@ def load_activity(bench: Workbench, users: int, count: int) -> int:
         for event in activity(users, count, start, spacing=timedelta(microseconds=1)):
             value = encode(activity_to_avro(event))
             total += len(value)
-            while True:
-                try:
-                    out.produce(topic, value=value, key=event.user_id.encode())
-                    break
-                except BufferError:
-                    out.poll(0.05)
+            produce(out, topic, value, event.user_id.encode())
         assert out.flush(120) == 0
     return total
 

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 from bench.common import cores, timed, workbench
-from consentgate.connectors.kafka import producer
+from consentgate.connectors.kafka import produce, producer
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.synthetic import user_id
 
@@ -60,12 +60,7 @@ def load_states(bench_settings: object, topic: str, users: int) -> int:
                                 {"category": "search", "purpose": "train_ai_system.ads_ranking", "granted_at": now,
                                  "expires_at": None, "terms_version": 1, "receipt_id": f"s-{i:012d}"}]})
             size += len(value)
-            while True:
-                try:
-                    out.produce(topic, value=value, key=uid.encode())
-                    break
-                except BufferError:
-                    out.poll(0.1)
+            produce(out, topic, value, uid.encode())
         assert out.flush(300) == 0
     return size
 

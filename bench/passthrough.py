@@ -8,7 +8,7 @@ from confluent_kafka import TopicPartition
 
 from confluent_kafka.admin import NewTopic
 
-from consentgate.connectors.kafka import admin, consumer, producer
+from consentgate.connectors.kafka import admin, consumer, produce, producer
 from consentgate.settings import Settings
 
 
@@ -32,12 +32,7 @@ def passthrough(settings: Settings, source: str, sink: str, expected: int, batch
         offsets: dict[tuple[str, int], int] = {}
         prod.begin_transaction()
         for msg in msgs:
-            while True:
-                try:
-                    prod.produce(sink, value=msg.value(), key=msg.key())
-                    break
-                except BufferError:
-                    prod.poll(0.05)
+            produce(prod, sink, msg.value(), msg.key())
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
         prod.send_offsets_to_transaction([TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                                          cons.consumer_group_metadata(), 60)

@@ -61,3 +61,13 @@ def murmur2(data: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def produce(out: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:
+    """Produce, waiting for room when librdkafka's local queue is full (never drops a record)."""
+    while True:
+        try:
+            out.produce(topic, value=value, key=key, **kwargs)
+            return
+        except BufferError:
+            out.poll(0.05)

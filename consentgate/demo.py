@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from consentgate.catalog import Catalog
-from consentgate.connectors.kafka import admin, producer
+from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
@@ -119,13 +119,7 @@ def _publish(settings: Settings, topics: TopicNames, users: int, events: int, ma
                                        payload={"transcript": "play something calm"})
                 out.produce(topics.activity, value=encode(activity_to_avro(voice)), key=event.user_id.encode())
                 result.unknown += 1
-            value = encode(activity_to_avro(event))
-            while True:
-                try:
-                    out.produce(topics.activity, value=value, key=event.user_id.encode())
-                    break
-                except BufferError:
-                    out.poll(0.05)
+            produce(out, topics.activity, encode(activity_to_avro(event)), event.user_id.encode())
             if n % 1000 == 0:
                 out.poll(0)
         assert out.flush(60) == 0, "activity not acknowledged"

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from confluent_kafka import Message, TopicPartition
 
 from consentgate.connectors.kafka import admin, consumer
-from consentgate.connectors.reader import partitions_of, read_until, stable_ends
+from consentgate.connectors.reader import ReadTimeout, partitions_of, read_until, stable_ends
 from consentgate.model import ConsentLookup, ConsentState, Erased
 from consentgate.schemas.codec import Codec
 from consentgate.schemas.errors import RecordError
@@ -28,6 +28,7 @@ class ConsentView:
 
     def __init__(self, settings: Settings, topic: str, codec: Codec, metrics: GateMetrics,
                  worker_id: str) -> None:
+        self._settings = settings
         self._topic = topic
         self._codec = codec
         self._metrics = metrics
@@ -56,7 +57,11 @@ class ConsentView:
         return self._read(live=True, timeout=timeout)
 
     def _read(self, live: bool, timeout: float) -> int:
-        ends = stable_ends(self._admin, self._partitions)
+        try:
+            ends = stable_ends(self._admin, self._partitions)
+        except ReadTimeout:
+            self._admin = admin(self._settings)  # may hold stale metadata from before a broker restart
+            raise
         applied = 0
         for msg in read_until(self._consumer, ends, timeout):
             self._apply(msg, live)

@@ -177,7 +177,14 @@ class ConsentWriter:
     def _commit(self, partition: int, requests: list[ConsentRequest], now: datetime) -> list[dict[str, Any]]:
         last_error: Exception | None = None
         for attempt in range(ATTEMPTS):
-            owned = self._acquire(partition)
+            try:
+                owned = self._acquire(partition)
+            except (KafkaException, ReadTimeout) as exc:  # the broker is away: wait, then take it again
+                last_error = exc
+                self._owned.pop(partition, None)
+                self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
+                time.sleep(min(0.25 * 2 ** attempt, 3.0))
+                continue
             states = dict(owned.states)
             versions = dict(owned.versions)
             outputs: list[tuple[str, str, bytes | None, int | None, int]] = []
@@ -207,18 +214,28 @@ class ConsentWriter:
             return receipts
         raise ConsentWriteError(f"consent change not committed after {ATTEMPTS} attempts: {last_error}")
 
-    def _await_visible(self, partition: int, timeout: float = 30.0) -> None:
+    def _await_visible(self, partition: int, timeout: float = 60.0) -> None:
         """Return once everything written to the partition so far is readable with read_committed.
 
         While this writer holds the partition's transactional id nobody else writes to it, so
         the high watermark read after the commit covers the records just committed.
         """
         tp = TopicPartition(self.topics.consent_state, partition)
-        written = stable_ends(self._admin, [tp], committed=False)[(tp.topic, partition)]
         deadline = time.monotonic() + timeout
-        while stable_ends(self._admin, [tp])[(tp.topic, partition)] < written:
+        written: int | None = None
+        while True:
+            try:
+                if written is None:
+                    written = stable_ends(self._admin, [tp], committed=False)[(tp.topic, partition)]
+                if stable_ends(self._admin, [tp])[(tp.topic, partition)] >= written:
+                    return
+            except ReadTimeout:
+                # The change is committed; only seeing it is delayed (e.g. a broker restart).
+                self._admin = admin(self.settings)
+                time.sleep(0.2)
             if time.monotonic() > deadline:
-                raise ReadTimeout(f"consent change on {tp.topic}[{partition}] not visible in {timeout}s")
+                raise ReadTimeout(f"consent change on {tp.topic}[{partition}] committed but not visible "
+                                  f"within {timeout}s")
             time.sleep(0.005)
 
     def _change(self, req: ConsentRequest, states: dict[str, ConsentLookup], versions: dict[str, int],

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consentgate.catalog import Catalog
-from consentgate.connectors.kafka import consumer, producer
+from consentgate.connectors.kafka import consumer, produce, producer
 from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
 from consentgate.decision import decide
@@ -34,6 +34,10 @@ from consentgate.streams.metrics import GateMetrics
 from consentgate.streams.outputs import contribution_record, dead_letter, decision_record, training_record
 
 log = logging.getLogger("consentgate.gate")
+
+
+class Stopping(Exception):
+    """Raised inside a retry loop when the worker was asked to stop."""
 
 
 class MissingValue(InvalidRecord):
@@ -98,6 +102,8 @@ class Gate:
     def _new_producer(self) -> Producer:
         """A transactional producer; init_transactions fences a previous incarnation of this worker."""
         for attempt in range(10):
+            if self._stopping:
+                raise Stopping()
             prod = producer(self.settings, **{
                 "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
                 "transaction.timeout.ms": self.settings.transaction_timeout_ms,
@@ -137,6 +143,8 @@ class Gate:
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
+        except Stopping:
+            log.info("stopped while recovering from an error; uncommitted input will be decided again")
         finally:
             self.close()
         return self.stats
@@ -216,12 +224,7 @@ class Gate:
         topics = self.topics
 
         def emit(topic: str, key: bytes | None, value: bytes) -> None:
-            while True:
-                try:
-                    prod.produce(topic, value=value, key=key)
-                    return
-                except BufferError:  # local queue full: let librdkafka drain it
-                    prod.poll(0.05)
+            produce(prod, topic, value, key)
 
         for msg in msgs:
             if msg.error():
@@ -321,8 +324,8 @@ class Gate:
         """
         for attempt in range(1_000_000):
             assignment = self._consumer.assignment()
-            if not assignment:
-                return
+            if not assignment or self._stopping:
+                return  # stopping: nothing is committed past the last good batch anyway
             try:
                 committed = self._consumer.committed(assignment, timeout=30)
                 for tp in committed:

@@ -83,6 +83,8 @@ class ClusterInfo:
 def _free_port(preferred: int | None = None) -> int:
     for candidate in ((preferred, 0) if preferred else (0,)):
         with socket.socket() as sock:
+            # As the JVM servers do: a port whose old connections linger in TIME_WAIT is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:
@@ -192,19 +194,20 @@ def status(settings: Settings) -> ClusterInfo | None:
 
 
 def up(settings: Settings) -> ClusterInfo:
-    """Start the embedded cluster (or return the one already running) and record it."""
+    """Start the embedded cluster, or restart only what died of one already recorded, on its ports."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    running = status(settings)
-    if running is not None and _kafka_ready(running.bootstrap_servers) and _registry_ready(
-            running.schema_registry_url):
-        return running
-    down(settings)
+    record = settings.data_dir / CLUSTER_FILE
+    alive: dict[str, ManagedProcess] = {}
+    if record.exists():
+        raw = json.loads(record.read_text())
+        alive = {p.name: p for p in (ManagedProcess(**p) for p in raw["processes"]) if _is_ours(p, settings.data_dir)}
     require_tools()
     ports_file = settings.data_dir / "ports.json"
     previous = json.loads(ports_file.read_text()) if ports_file.exists() else {}
     ports: dict[str, int] = {}
     for name in ("broker", "controller", "registry"):
-        port = _free_port(previous.get(name))
+        owner = "kafka" if name in ("broker", "controller") else "registry"
+        port = previous[name] if owner in alive and name in previous else _free_port(previous.get(name))
         while port in ports.values():
             port = _free_port()
         ports[name] = port
@@ -216,36 +219,41 @@ def up(settings: Settings) -> ClusterInfo:
 
     bootstrap = f"127.0.0.1:{ports['broker']}"
     registry_url = f"http://127.0.0.1:{ports['registry']}/apis/ccompat/v7"
+    checks = {"kafka": lambda: _kafka_ready(bootstrap), "registry": lambda: _registry_ready(registry_url)}
+    starters = {"kafka": lambda: _start_kafka(settings, ports), "registry": lambda: _start_registry(settings,
+                                                                                                   ports["registry"])}
     started: list[tuple[subprocess.Popen[bytes], ManagedProcess]] = []
     try:
-        started.append(_start_kafka(settings, ports))
-        started.append(_start_registry(settings, ports["registry"]))
-        checks = {"kafka": lambda: _kafka_ready(bootstrap), "registry": lambda: _registry_ready(registry_url)}
-        pending = {p.name for _, p in started}
+        for name in ("kafka", "registry"):
+            if name not in alive:
+                started.append(starters[name]())
         deadline = time.monotonic() + settings.startup_timeout_s
+        pending = {"kafka", "registry"}
         while pending:
-            for popen, managed in started:
-                if managed.name not in pending:
-                    continue
-                if popen.poll() is not None:
-                    raise ClusterError(f"{managed.name} exited with {popen.returncode}; "
-                                       f"last lines of {managed.log}:\n{_tail(Path(managed.log))}")
-                if checks[managed.name]():
-                    pending.discard(managed.name)
+            for name in sorted(pending):
+                popen = next((p for p, m in started if m.name == name), None)
+                if popen is not None and popen.poll() is not None:
+                    log = next(m.log for _, m in started if m.name == name)
+                    raise ClusterError(f"{name} exited with {popen.returncode}; last lines of {log}:\n"
+                                       f"{_tail(Path(log))}")
+                if checks[name]():
+                    pending.discard(name)
             if pending and time.monotonic() > deadline:
                 name = sorted(pending)[0]
-                log = next(m.log for _, m in started if m.name == name)
+                log = alive[name].log if name in alive else next(m.log for _, m in started if m.name == name)
                 raise ClusterError(f"{name} not ready after {settings.startup_timeout_s:.0f}s; "
                                    f"last lines of {log}:\n{_tail(Path(log))}")
-            time.sleep(0.2)
+            if pending:
+                time.sleep(0.2)
     except BaseException:
         for popen, _ in started:
             popen.kill()
             popen.wait()
             _CHILDREN.pop(popen.pid, None)
         raise
-    info = ClusterInfo(bootstrap, registry_url, tuple(m for _, m in started))
-    (settings.data_dir / CLUSTER_FILE).write_text(json.dumps(asdict(info), indent=2))
+    processes = tuple(alive.get(name) or next(m for _, m in started if m.name == name) for name in ("kafka", "registry"))
+    info = ClusterInfo(bootstrap, registry_url, processes)
+    record.write_text(json.dumps(asdict(info), indent=2))
     return info
 
 

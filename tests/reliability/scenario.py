@@ -25,7 +25,7 @@ from confluent_kafka import TopicPartition
 
 from consentgate.catalog import Catalog
 from consentgate.connectors.jsonl import to_jsonable
-from consentgate.connectors.kafka import admin, producer
+from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.reader import stable_ends
 from consentgate.connectors.topics import TopicNames
 from consentgate.model import ActivityEvent
@@ -153,12 +153,7 @@ def _apply_each(writer: ConsentWriter, requests: list[ConsentRequest]) -> list[d
 
 
 def _produce(out: Any, topic: str, key: bytes | None, value: bytes) -> None:
-    while True:
-        try:
-            out.produce(topic, value=value, key=key)
-            return
-        except BufferError:
-            out.poll(0.05)
+    produce(out, topic, value, key)
 
 
 def no_open_transactions(settings: Settings, topics: list[str]) -> bool:
