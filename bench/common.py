@@ -9,14 +9,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from consentgate.catalog import Catalog, load_catalog
-from consentgate.cluster import embedded
 from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
-from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentWriter
+
+from consentgate.catalog import Catalog, load_catalog
+from consentgate.cluster import embedded
+from consentgate.settings import Settings
 from consentgate.synthetic import activity, consent_population
 
 BENCH_SECRET = "bench-pseudonym-secret"

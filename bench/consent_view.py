@@ -15,9 +15,10 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from bench.common import cores, timed, workbench
 from consentgate.connectors.kafka import produce, producer
 from consentgate.schemas.codec import Codecs, registry_client
+
+from bench.common import cores, timed, workbench
 from consentgate.synthetic import user_id
 
 _CHILD = """

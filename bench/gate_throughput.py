@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from consentgate.streams.gate import Gate
+
 from bench.common import cores, load_activity, load_consent, timed, workbench
 from bench.passthrough import passthrough
-from consentgate.streams.gate import Gate
 
 
 def main() -> None:

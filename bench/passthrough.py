@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import TopicPartition
-
 from confluent_kafka.admin import NewTopic
-
 from consentgate.connectors.kafka import admin, consumer, produce, producer
+
 from consentgate.settings import Settings
 
 

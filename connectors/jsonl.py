@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
-from consentgate.model import ActivityEvent
 from consentgate.schemas.errors import InvalidRecord
+
+from consentgate.model import ActivityEvent
 
 # Fields each built-in category's payload must carry, with their JSON types.
 PAYLOAD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -79,7 +80,7 @@ def activity_from_json(line: str) -> ActivityEvent:
                 raise JsonLineError(f"payload.{name} is required for category {obj['category']!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise JsonLineError(f"payload.{name} must be finite")
-            clean[name] = float(value) if kind == (int, float) else value
+            clean[name] = float(value) if kind == (int, float) else value  # type: ignore[arg-type]
         extra = sorted(set(payload) - set(fields))
         if extra:
             raise JsonLineError(f"payload has fields not in category {obj['category']!r}: {', '.join(extra)}")

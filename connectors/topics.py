@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from consentgate.schemas.codec import register, registry_client
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConfigurationError
-from consentgate.schemas.codec import register, registry_client
 from consentgate.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000

@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 
 from consentgate.catalog import Catalog
-from consentgate.model import ActivityEvent, ConsentLookup, Decision, DropReason, Erased, Outcome
+from consentgate.model import (
+    ActivityEvent,
+    ConsentLookup,
+    Decision,
+    DropReason,
+    Erased,
+    Outcome,
+)
 
 
 def decide(event: ActivityEvent, consent: ConsentLookup, catalog: Catalog, now: datetime) -> Decision:

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 import fastavro
-
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry import (
+    Schema,
+    SchemaRegistryClient,
+    SchemaRegistryError,
+)
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-
 from consentgate.schemas.contracts import schema_text
-from consentgate.schemas.fastwrite import compile_writer
 from consentgate.schemas.errors import (
     EncodeError,
     RegistryUnavailable,
@@ -23,6 +24,7 @@ from consentgate.schemas.errors import (
     UndecodableRecord,
     UnknownSchemaId,
 )
+from consentgate.schemas.fastwrite import compile_writer
 
 COMPATIBILITY = "BACKWARD"
 _NOT_FOUND = (404, 422)
@@ -54,7 +56,7 @@ class Codec:
         self.contract = contract
         self._client = client
         text = schema_text(contract)
-        self._reader_schema = fastavro.parse_schema(json.loads(text))
+        self._reader_schema: dict[str, Any] = fastavro.parse_schema(json.loads(text))  # type: ignore[assignment]
         self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema (None: same as reader)
         # `topics create` registers every contract; writers use the registered version, since
         # Apicurio's ccompat lookup does not match the serializer's re-rendered schema text.
@@ -86,7 +88,7 @@ class Codec:
             if exc.http_status_code in _NOT_FOUND:
                 raise EncodeError(f"no schema registered for {subject}: run `consentgate topics create`") from exc
             raise RegistryUnavailable(f"schema registry error for {subject}: {exc}") from exc
-        schema_json = json.loads(registered.schema.schema_str)
+        schema_json = json.loads(registered.schema.schema_str or "null")
         header = b"\x00" + struct.pack(">I", registered.schema_id)
         compiled = compile_writer(schema_json, header)
         if compiled is not None:
@@ -133,7 +135,8 @@ class Codec:
 
     def _learn(self, data: bytes) -> None:
         schema_id = int.from_bytes(data[1:5], "big")
-        schema = fastavro.parse_schema(json.loads(self._client.get_schema(schema_id).schema_str))
+        schema: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]
+            json.loads(self._client.get_schema(schema_id).schema_str or "null"))
         same = schema.get("name") == self._reader_schema.get("name") and json.dumps(
             schema, sort_keys=True, default=str) == json.dumps(self._reader_schema, sort_keys=True, default=str)
         self._writers[schema_id] = None if same else schema

@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from consentgate.model import ActivityEvent, ConsentState, Grant
 from consentgate.schemas.contracts import GENERIC_BRANCH, PAYLOAD_BRANCH
-from consentgate.schemas.errors import ImpossibleTimestamp, MissingIdentifier, PayloadMismatch
+from consentgate.schemas.errors import (
+    ImpossibleTimestamp,
+    MissingIdentifier,
+    PayloadMismatch,
+)
+
+from consentgate.model import ActivityEvent, ConsentState, Grant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -8,16 +8,27 @@ import uuid
 from collections import OrderedDict
 
 from confluent_kafka import Message, TopicPartition
-
 from consentgate.connectors.kafka import admin, consumer
-from consentgate.connectors.reader import ReadTimeout, partitions_of, read_until, stable_ends
-from consentgate.model import ConsentLookup, ConsentState, Erased
+from consentgate.connectors.reader import (
+    ReadTimeout,
+    partitions_of,
+    read_until,
+    stable_ends,
+)
 from consentgate.schemas.codec import Codec
 from consentgate.schemas.errors import RecordError
 from consentgate.schemas.records import consent_from_avro
-from consentgate.settings import Settings
-from consentgate.streams.consent_store import CORRUPT, TOMBSTONE, ConsentStore, MemoryStore, RocksStore
+from consentgate.streams.consent_store import (
+    CORRUPT,
+    TOMBSTONE,
+    ConsentStore,
+    MemoryStore,
+    RocksStore,
+)
 from consentgate.streams.metrics import GateMetrics
+
+from consentgate.model import ConsentLookup, ConsentState, Erased
+from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.consent_view")
 CACHE_SIZE = 200_000

@@ -25,17 +25,22 @@ from datetime import datetime, timezone
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from consentgate.connectors.kafka import admin, consumer, partition_for, producer
+from consentgate.connectors.reader import (
+    ReadTimeout,
+    partitions_of,
+    read_until,
+    stable_ends,
+)
+from consentgate.connectors.topics import TopicNames
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import consent_from_avro, consent_to_avro
+from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
-from consentgate.connectors.kafka import admin, consumer, partition_for, producer
-from consentgate.connectors.reader import ReadTimeout, partitions_of, read_until, stable_ends
-from consentgate.connectors.topics import TopicNames
-from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.records import consent_from_avro, consent_to_avro
 from consentgate.settings import Settings
-from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 ATTEMPTS = 12
 VERSION_HEADER = "consent-version"

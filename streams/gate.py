@@ -17,21 +17,37 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
-
-from consentgate.catalog import Catalog
+from confluent_kafka import (
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from consentgate.connectors.kafka import consumer, produce, producer
 from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
-from consentgate.decision import decide
 from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.errors import InvalidRecord, OversizedRecord, RecordError, RegistryUnavailable
+from consentgate.schemas.errors import (
+    InvalidRecord,
+    OversizedRecord,
+    RecordError,
+    RegistryUnavailable,
+)
 from consentgate.schemas.records import activity_from_avro, check_occurred_at
-from consentgate.settings import Settings
 from consentgate.streams.consent_view import ConsentView
 from consentgate.streams.consent_writer import pseudonym
 from consentgate.streams.metrics import GateMetrics
-from consentgate.streams.outputs import contribution_record, dead_letter, decision_record, training_record
+from consentgate.streams.outputs import (
+    contribution_record,
+    dead_letter,
+    decision_record,
+    training_record,
+)
+
+from consentgate.catalog import Catalog
+from consentgate.decision import decide
+from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.gate")
 
@@ -56,6 +72,8 @@ class GateStats:
     records_passed: int = 0  # decided records that passed for at least one purpose
     first_fetch: float | None = None  # monotonic time of the first non-empty fetch
     last_commit: float | None = None  # monotonic time of the last committed batch
+    first_fetch_epoch: float | None = None  # the same two as wall-clock seconds, comparable across processes
+    last_commit_epoch: float | None = None
 
 
 @dataclass
@@ -154,6 +172,7 @@ class Gate:
         errors = [m for m in msgs if m.error() is not None]
         for msg in errors:
             err = msg.error()
+            assert err is not None
             if err.fatal():
                 raise KafkaException(err)
             log.warning("consumer: %s", err.str())
@@ -184,6 +203,7 @@ class Gate:
         started = time.monotonic()
         if self.stats.first_fetch is None:
             self.stats.first_fetch = started
+            self.stats.first_fetch_epoch = time.time()
         prod = self._producer
         assert prod is not None
         try:
@@ -229,7 +249,10 @@ class Gate:
         for msg in msgs:
             if msg.error():
                 raise KafkaException(msg.error())
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            # A fetched record always has its coordinates; the stubs type them Optional.
+            topic: str = msg.topic()  # type: ignore[assignment]
+            partition: int = msg.partition()  # type: ignore[assignment]
+            offset: int = msg.offset()  # type: ignore[assignment]
             batch.offsets[(topic, partition)] = offset + 1
             try:
                 event = self._read(msg, now, skew_limit)
@@ -342,6 +365,7 @@ class Gate:
         self.stats.decisions += batch.decisions
         self.stats.records_passed += batch.records_passed
         self.stats.last_commit = time.monotonic()
+        self.stats.last_commit_epoch = time.time()
         self.stats.dead_letters += sum(batch.dlq.values())
         for (purpose, _category, result), count in batch.outcomes.items():
             if result == "passed":

@@ -7,7 +7,13 @@ from typing import Any
 from confluent_kafka import Message
 
 from consentgate.catalog import Catalog
-from consentgate.model import ActivityEvent, ConsentLookup, ConsentState, Decision, Outcome
+from consentgate.model import (
+    ActivityEvent,
+    ConsentLookup,
+    ConsentState,
+    Decision,
+    Outcome,
+)
 
 
 def decision_record(decision: Decision, decided_at_ms: int, topic: str, partition: int, offset: int

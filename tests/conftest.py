@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from consentgate.catalog import Catalog, load_catalog
 from consentgate.connectors.kafka import admin
 from consentgate.connectors.topics import TopicNames, create_topics
+
+from consentgate.catalog import Catalog, load_catalog
 from consentgate.errors import ClusterError
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster, running_cluster

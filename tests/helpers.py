@@ -8,18 +8,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from consentgate.catalog import Catalog
-from consentgate.connectors.jsonl import to_jsonable
-from consentgate.connectors.kafka import consumer, producer
-from consentgate.model import ActivityEvent
-from consentgate.schemas.codec import Codecs
-from consentgate.schemas.records import activity_to_avro
-from consentgate.streams.gate import Gate, GateStats
-from consentgate.connectors.reader import read_committed
-from consentgate.schemas.codec import registry_client
-from consentgate.settings import Settings
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from consentgate.connectors.jsonl import to_jsonable
+from consentgate.connectors.kafka import consumer, producer
+from consentgate.connectors.reader import read_committed
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import activity_to_avro
+from consentgate.streams.gate import Gate, GateStats
+
+from consentgate.catalog import Catalog
+from consentgate.model import ActivityEvent
+from consentgate.settings import Settings
 
 
 def committed(settings: Settings, topic: str, timeout: float = 30.0) -> list[tuple[str | None, Any]]:

@@ -36,5 +36,6 @@ def run_gate(args: argparse.Namespace) -> int:
     stats = gate.run(until_idle=args.until_idle)
     print(json.dumps({"records_in": stats.records_in, "decisions": stats.decisions,
                       "dead_letters": stats.dead_letters, "passed": dict(stats.passed),
-                      "dropped": dict(stats.dropped)}))
+                      "dropped": dict(stats.dropped), "first_fetch_epoch": stats.first_fetch_epoch,
+                      "last_commit_epoch": stats.last_commit_epoch}))
     return 0

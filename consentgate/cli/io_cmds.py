@@ -111,7 +111,7 @@ def _print_record(msg: Message, decode: AvroDeserializer) -> int:
         print(json.dumps({"tombstone": True, "key": key.decode(errors="replace") if key else None}))
         return 0
     try:
-        value = decode(msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
+        value = decode(msg.value(), SerializationContext(msg.topic() or "", MessageField.VALUE))
     except Exception as exc:  # noqa: BLE001 - reported with coordinates, never skipped silently
         print(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: undecodable: {exc}", file=sys.stderr)
         return 1

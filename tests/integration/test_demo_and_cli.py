@@ -4,11 +4,12 @@ import json
 import socket
 import urllib.request
 
-from consentgate.catalog import Catalog
 from consentgate.connectors.topics import TopicNames
+from consentgate.streams.gate import Gate
+
+from consentgate.catalog import Catalog
 from consentgate.demo import run_demo, summary
 from consentgate.settings import Settings
-from consentgate.streams.gate import Gate
 from tests.conftest import SettingsFactory
 from tests.helpers import values
 from tests.integration.test_foundation import run_cli

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import ConfigResource, NewTopic
+from consentgate.connectors.kafka import admin
+from consentgate.connectors.topics import TopicNames, create_topics, topic_specs
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.errors import (
+    SchemaMismatch,
+    UndecodableRecord,
+    UnknownSchemaId,
+)
 
 from consentgate.catalog import Catalog
 from consentgate.cluster import embedded
-from consentgate.connectors.kafka import admin
-from consentgate.connectors.topics import TopicNames, create_topics, topic_specs
 from consentgate.errors import ConfigurationError
-from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.errors import SchemaMismatch, UndecodableRecord, UnknownSchemaId
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster
-from tests.conftest import SettingsFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 

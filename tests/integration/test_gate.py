@@ -7,12 +7,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
+from consentgate.connectors.topics import TopicNames
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter, pseudonym
 
 from consentgate.catalog import Catalog, load_catalog
-from consentgate.connectors.topics import TopicNames
 from consentgate.model import ActivityEvent
 from consentgate.settings import Settings
-from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter, pseudonym
 from tests.conftest import TEST_SECRET, SettingsFactory
 from tests.helpers import committed, produce_events, run_gate, values
 
@@ -38,7 +38,6 @@ def test_every_rule_end_to_end(make_settings: SettingsFactory, topics: TopicName
                            expires_at=datetime.now(timezone.utc) + timedelta(seconds=3)),
         ])
         writer.apply([ConsentRequest("erase", "u-erased")])
-        granted_at = datetime.now(timezone.utc)
         writer.apply([ConsentRequest("grant", "u-late", "post", GEN)])
     t = datetime.now(timezone.utc)
     post = {"text": "a long walk by the sea"}

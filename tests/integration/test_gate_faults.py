@@ -13,19 +13,26 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
-
-from consentgate.catalog import Catalog
 from consentgate.connectors.kafka import admin, producer
 from consentgate.connectors.reader import stable_ends
 from consentgate.connectors.topics import TopicNames
-from consentgate.decision import decide
-from consentgate.model import ActivityEvent, ConsentState, Grant
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
-from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
+
+from consentgate.catalog import Catalog
+from consentgate.decision import decide
+from consentgate.model import ActivityEvent, ConsentState, Grant
+from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.helpers import GateThread, committed, produce_events, produce_raw, run_gate, values, wait_for
+from tests.helpers import (
+    GateThread,
+    produce_events,
+    produce_raw,
+    run_gate,
+    values,
+    wait_for,
+)
 
 GEN, REC, ADS = "train_ai_system.generative", "train_ai_system.recommendation", "train_ai_system.ads_ranking"
 

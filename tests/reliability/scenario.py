@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
-
-from consentgate.catalog import Catalog
 from consentgate.connectors.jsonl import to_jsonable
 from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.reader import stable_ends
 from consentgate.connectors.topics import TopicNames
-from consentgate.model import ActivityEvent
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
-from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
+
+from consentgate.catalog import Catalog
+from consentgate.model import ActivityEvent
+from consentgate.settings import Settings
 from tests.helpers import values, wait_for
 from tests.reliability.oracle import Report, check
 

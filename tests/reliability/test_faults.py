@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from consentgate.connectors.topics import TopicNames
 
 from consentgate.catalog import Catalog
 from consentgate.cluster import embedded
-from consentgate.connectors.topics import TopicNames
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster
 from tests.conftest import SettingsFactory

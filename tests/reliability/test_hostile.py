@@ -9,21 +9,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
-from hypothesis import strategies as st
-
-from consentgate.catalog import Catalog
 from consentgate.connectors.kafka import consumer
 from consentgate.connectors.reader import read_committed
 from consentgate.connectors.topics import TopicNames
-from consentgate.demo import run_demo
-from consentgate.model import ActivityEvent
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import RecordError
 from consentgate.schemas.records import activity_to_avro
-from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.gate import Gate
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from consentgate.catalog import Catalog
+from consentgate.demo import run_demo
+from consentgate.model import ActivityEvent
+from consentgate.settings import Settings
 from tests.conftest import TEST_SECRET, SettingsFactory
 from tests.helpers import produce_raw, run_gate, values
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 from consentgate.catalog import load_catalog
 from consentgate.errors import ConsentRequestError
 from consentgate.model import ConsentState, Erased, Grant
-from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 CATALOG = load_catalog()
 NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)

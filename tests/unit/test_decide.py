@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 
 from consentgate.catalog import Catalog, load_catalog
 from consentgate.decision import decide
-from consentgate.model import ActivityEvent, ConsentLookup, ConsentState, Decision, DropReason, Erased, Grant, Outcome
+from consentgate.model import (
+    ActivityEvent,
+    ConsentLookup,
+    ConsentState,
+    Decision,
+    DropReason,
+    Erased,
+    Grant,
+    Outcome,
+)
 
 CATALOG = load_catalog()
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)

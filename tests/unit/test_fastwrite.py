@@ -8,11 +8,10 @@ from typing import Any
 
 import fastavro
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from consentgate.schemas.contracts import CONTRACTS, schema_json
 from consentgate.schemas.fastwrite import compile_writer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 times = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
 longs = st.integers(-2**63, 2**63 - 1)

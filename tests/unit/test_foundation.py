@@ -6,10 +6,10 @@ from pathlib import Path
 import fastavro
 import pytest
 import yaml
-from pydantic import ValidationError
-
 from consentgate.connectors.kafka import murmur2, partition_for
 from consentgate.schemas.contracts import CONTRACTS, schema_json
+from pydantic import ValidationError
+
 from consentgate.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

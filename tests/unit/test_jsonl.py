@@ -4,8 +4,8 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-
 from consentgate.connectors.jsonl import JsonLineError, activity_from_json, to_jsonable
+
 from consentgate.model import ActivityEvent
 
 
