@@ -37,7 +37,7 @@ def workbench(partitions: int = 3, **overrides: object) -> Workbench:
         info = embedded.up(base)
         base = base.model_copy(update={"bootstrap_servers": info.bootstrap_servers,
                                        "schema_registry_url": info.schema_registry_url})
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    prefix = str(overrides.pop("topic_prefix", f"bench{uuid.uuid4().hex[:8]}."))
     settings = base.model_copy(update={
         "topic_prefix": prefix, "partitions": partitions, "pseudonym_secret": BENCH_SECRET,
         "group_id": f"{prefix}gate", "transactional_id_prefix": f"{prefix}gate", "worker_id": "bench",
