@@ -1,0 +1,114 @@
+"""End-to-end latency at a fixed input rate: from produce to the output being readable downstream.
+
+The paced producer stamps each input record with its send time and remembers it by (partition,
+offset). A read_committed observer sees each output when its transaction commits and maps it back
+to the input: the gate's Decision names its input's coordinates; the passthrough forwards headers.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, TopicPartition
+
+from consentgate.connectors.kafka import consumer, produce, producer
+from consentgate.settings import Settings
+
+HEADER = "bench-sent-ns"
+Coords = tuple[int, int]  # input (partition, offset)
+
+
+def paced_copy(settings: Settings, source: str, sink: str, rate: float, count: int) -> dict[Coords, int]:
+    """Re-publish ``count`` records of ``source`` to ``sink`` at ``rate``/s; returns send times by coords."""
+    reader = consumer(settings, f"pace-{uuid.uuid4()}")
+    parts = reader.list_topics(source, timeout=10).topics[source].partitions
+    reader.assign([TopicPartition(source, p, -2) for p in parts])
+    out = producer(settings)
+    sent_at: dict[Coords, int] = {}
+
+    def delivered_at(stamp: int) -> Callable[[KafkaError | None, Message], None]:
+        # Delivery reports carry no headers: the send time travels in the closure.
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                sent_at[(msg.partition() or 0, msg.offset() or 0)] = stamp
+        return delivered
+
+    sent, start = 0, time.monotonic()
+    while sent < count:
+        for msg in reader.consume(500, 1.0):
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            stamp = time.time_ns()
+            produce(out, sink, msg.value(), msg.key(), headers=[(HEADER, struct.pack(">q", stamp))],
+                    on_delivery=delivered_at(stamp))
+            out.poll(0)
+            sent += 1
+            if sent >= count:
+                break
+    out.flush(60)
+    reader.close()
+    return sent_at
+
+
+def header_stamp(msg: Any) -> int | None:
+    for name, raw in msg.headers() or ():
+        if name == HEADER:
+            return int(struct.unpack(">q", raw)[0])
+    return None
+
+
+class Observer:
+    """Records when each committed output of ``topic`` becomes readable, keyed by ``identify``."""
+
+    def __init__(self, settings: Settings, topic: str, expected: int,
+                 identify: Callable[[Message], Coords | int | None]) -> None:
+        self.seen: list[tuple[Coords | int, int]] = []
+        self._args = (settings, topic, expected, identify)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> Observer:
+        self._thread.start()
+        assert self._ready.wait(30)
+        return self
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        settings, topic, expected, identify = self._args
+        # A read_committed fetch can otherwise sit out fetch.wait.max.ms (500 ms) when only commit markers
+        # advance; the observer must not add its own wait to what it measures.
+        reader = consumer(settings, f"observe-{uuid.uuid4()}", **{"fetch.wait.max.ms": 5})
+        parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        reader.assign([TopicPartition(topic, p, -1) for p in parts])  # from the end: only new outputs
+        reader.consume(1, 1.0)
+        self._ready.set()
+        deadline = time.monotonic() + 600
+        while len(self.seen) < expected and time.monotonic() < deadline:
+            for msg in reader.consume(1000, 0.5):
+                if msg.error() is None:
+                    key = identify(msg)
+                    if key is not None:
+                        self.seen.append((key, time.time_ns()))
+        reader.close()
+
+
+def latencies_ms(seen: list[tuple[Coords | int, int]], sent_at: dict[Coords, int]) -> list[float]:
+    out = []
+    for key, seen_ns in seen:
+        sent = key if isinstance(key, int) else sent_at.get(key)
+        if sent is not None:
+            out.append((seen_ns - sent) / 1e6)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
