@@ -242,13 +242,7 @@ class Gate:
         skew_limit = now + self.settings.clock_skew
         batch = _Batch()
         topics = self.topics
-
-        def emit(topic: str, key: bytes | None, value: bytes) -> None:
-            produce(prod, topic, value, key)
-
-        for msg in msgs:
-            if msg.error():
-                raise KafkaException(msg.error())
+        for msg in msgs:  # error events were removed by _records
             # A fetched record always has its coordinates; the stubs type them Optional.
             topic: str = msg.topic()  # type: ignore[assignment]
             partition: int = msg.partition()  # type: ignore[assignment]
@@ -257,29 +251,30 @@ class Gate:
             try:
                 event = self._read(msg, now, skew_limit)
             except RecordError as exc:
-                emit(topics.dlq, None, self._enc_dlq(dead_letter(msg, exc, now_ms, self.worker_id)))
+                produce(prod, topics.dlq, self._enc_dlq(dead_letter(msg, exc, now_ms, self.worker_id)))
                 batch.dlq[type(exc).__name__] += 1
                 continue
             consent = self.view.get(event.user_id)
             decision = decide(event, consent, self.catalog, now)
             user_key = event.user_id.encode()
-            emit(topics.decisions, user_key, self._enc_decision(
-                decision_record(decision, now_ms, topic, partition, offset)))
+            produce(prod, topics.decisions, self._enc_decision(
+                decision_record(decision, now_ms, topic, partition, offset)), user_key)
             batch.decisions += 1
-            if any(o.passed for o in decision.outcomes):
-                batch.records_passed += 1
+            passed_any = False
             for outcome in decision.outcomes:
                 if outcome.passed:
                     assert decision.consent_version is not None
+                    passed_any = True
                     nym = self._pseudonym(outcome.purpose, event.user_id)
-                    emit(topics.training[outcome.purpose], nym.encode(), self._enc_training[outcome.purpose](
-                        training_record(event, outcome, self.catalog, nym, decision.consent_version)))
-                    emit(topics.contributions, user_key, self._enc_contribution(
-                        contribution_record(event, outcome, consent)))
+                    produce(prod, topics.training[outcome.purpose], self._enc_training[outcome.purpose](
+                        training_record(event, outcome, self.catalog, nym, decision.consent_version)), nym.encode())
+                    produce(prod, topics.contributions, self._enc_contribution(
+                        contribution_record(event, outcome, consent)), user_key)
                     batch.outcomes[(outcome.purpose, event.category, "passed")] += 1
                 else:
                     assert outcome.reason is not None
                     batch.outcomes[(outcome.purpose, event.category, outcome.reason.value)] += 1
+            batch.records_passed += passed_any
         return batch
 
     def _pseudonym(self, purpose: str, user_id: str) -> str:
