@@ -45,8 +45,10 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
                batch: int = 5000) -> Iterator[Message]:
     """Yield records of the consumer's assignment until each partition reaches ``ends``.
 
-    The consumer must be assigned the partitions of ``ends`` and read ``read_committed``;
-    librdkafka moves the position past transaction markers, so positions reach the ends.
+    The consumer must be assigned the partitions of ``ends``, read ``read_committed``, and never have
+    been positioned on them before: right after a re-assign librdkafka can report the previous
+    position, which would end the read early. librdkafka moves the position past transaction
+    markers, so positions reach the ends.
     ``timeout`` bounds a stall (no record arriving), not the whole read.
     """
     remaining = dict(ends)

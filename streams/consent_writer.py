@@ -92,12 +92,14 @@ class ConsentWriter:
         self._encode_state = self._codecs["ConsentState"].writer_for(self.topics.consent_state)
         self._encode_retraction = self._codecs["Retraction"].writer_for(self.topics.retractions)
         self._admin = admin(settings)
-        self._reader = consumer(settings, f"consent-writer-reader-{uuid.uuid4()}")
-        self._partitions = len(partitions_of(self._reader, self.topics.consent_state))
+        probe = consumer(settings, f"consent-writer-probe-{uuid.uuid4()}")
+        try:
+            self._partitions = len(partitions_of(probe, self.topics.consent_state))
+        finally:
+            probe.close()
         self._owned: dict[int, _Owned] = {}
 
     def close(self) -> None:
-        self._reader.close()
         for owned in self._owned.values():
             owned.producer.flush(5)
         self._owned.clear()
@@ -117,10 +119,17 @@ class ConsentWriter:
     def _read_partition(self, partition: int) -> tuple[dict[str, ConsentLookup], dict[str, int]]:
         tp = TopicPartition(self.topics.consent_state, partition)
         ends = stable_ends(self._admin, [tp])
-        self._reader.assign([TopicPartition(tp.topic, partition, -2)])
+        # A fresh consumer each time: right after a re-assign librdkafka can still report the previous
+        # position, and a reader that had reached the end would then stop before reading anything.
+        reader = consumer(self.settings, f"consent-writer-reader-{uuid.uuid4()}")
+        reader.assign([TopicPartition(tp.topic, partition, -2)])
         states: dict[str, ConsentLookup] = {}
         versions: dict[str, int] = {}
-        for msg in read_until(self._reader, ends):
+        try:
+            records = list(read_until(reader, ends))
+        finally:
+            reader.close()
+        for msg in records:
             user = msg.key().decode()
             # A tombstone has no body, so every record carries its version in a header too.
             for name, raw in msg.headers() or ():
