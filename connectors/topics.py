@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
@@ -61,6 +62,24 @@ def topic_specs(settings: Settings, catalog: Catalog) -> list[TopicSpec]:
     return specs
 
 
+def _await_metadata(admin: AdminClient, names: list[str], partitions: int, timeout: float = 30.0) -> None:
+    """Return once every new topic is in the broker's metadata with all its partitions.
+
+    CreateTopics answers when the controller has created a topic; the broker serving metadata can
+    lag, and a client started at once would be told the topic does not exist.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        missing = [n for n in names if n not in topics or topics[n].error is not None
+                   or len(topics[n].partitions) < partitions]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise ConfigurationError(f"topics created but not visible after {timeout:.0f}s: {missing}")
+        time.sleep(0.1)
+
+
 def create_topics(settings: Settings, admin: AdminClient, catalog: Catalog) -> tuple[list[str], list[str]]:
     """Create missing topics and register their schemas; returns (created, existing).
 
@@ -79,6 +98,7 @@ def create_topics(settings: Settings, admin: AdminClient, catalog: Catalog) -> t
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise ConfigurationError(f"cannot create topic {name}: {exc.args[0].str()}") from exc
+    _await_metadata(admin, created, settings.partitions)
     already = [s.name for s in specs if s.name not in created]
     if already:
         resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in already]
