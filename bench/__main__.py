@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
+from consentgate.connectors.kafka import consumer
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 
 from bench.common import Workbench, cores, load_activity, load_consent, timed, workbench
 from bench.consent_view import _CHILD, load_states
 from bench.gate_scaling import run_workers
+from bench.gate_throughput import measure
 from bench.latency import Observer, header_stamp, latencies_ms, paced_copy, percentile
-from bench.passthrough import passthrough
-from consentgate.connectors.kafka import consumer
-from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.settings import Settings
-from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
-from consentgate.streams.gate import Gate
 from consentgate.synthetic import user_id
 
 HERE = Path(__file__).resolve().parent
@@ -179,13 +178,9 @@ def main() -> None:
     size = load_activity(bench, users, events)
     rows: list[Row] = []
 
-    timed("throughput: raw transactional passthrough")
     sink = bench.settings.topic("passthrough.out")
-    raw_rate = events / passthrough(bench.settings, bench.topics.activity, sink, events, 2000)
-    timed("throughput: consentgate gate")
-    stats = Gate(bench.settings, bench.catalog).run(until_idle=3.0)
-    assert stats.first_fetch is not None and stats.last_commit is not None
-    gate_rate = events / (stats.last_commit - stats.first_fetch)
+    m = measure(bench, events, 2000)
+    raw_rate, gate_rate = events / m.raw_seconds, events / m.gate_seconds
     rows += [{"contender": "passthrough", "figure": "throughput", "value": round(raw_rate), "unit": "msgs/s",
               "ratio_to_passthrough": 1.0},
              {"contender": "consentgate", "figure": "throughput", "value": round(gate_rate), "unit": "msgs/s",

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, TopicPartition
-
 from consentgate.connectors.kafka import consumer, produce, producer
+
 from consentgate.settings import Settings
 
 HEADER = "bench-sent-ns"

@@ -11,7 +11,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -372,7 +371,3 @@ class Gate:
         self.metrics.record_outcomes(batch.outcomes)
         for error_class, count in batch.dlq.items():
             self.metrics.dlq.labels(error_class).inc(count)
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"

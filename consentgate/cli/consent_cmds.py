@@ -17,22 +17,14 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     consent = sub.add_parser("consent", help="record or inspect a user's consent").add_subparsers(required=True)
     p = consent.add_parser("grant", help="grant one category for one purpose")
-    p.add_argument("--user", required=True)
-    p.add_argument("--category", required=True)
-    p.add_argument("--purpose", required=True)
+    _change_args(p, pair_required=True)
     p.add_argument("--expires", help="ISO-8601 expiry with offset; must be in the future")
     p.add_argument("--tier", choices=TIERS)
     p.add_argument("--plan", choices=PLANS)
     p.add_argument("--jurisdiction")
-    p.add_argument("--source", default="cli")
-    add_connection(p)
     p.set_defaults(run=run_change, action="grant")
     p = consent.add_parser("revoke", help="revoke grants (all, or those matching category/purpose)")
-    p.add_argument("--user", required=True)
-    p.add_argument("--category")
-    p.add_argument("--purpose")
-    p.add_argument("--source", default="cli")
-    add_connection(p)
+    _change_args(p, pair_required=False)
     p.set_defaults(run=run_change, action="revoke")
     p = consent.add_parser("erase", help="erase the user: tombstone their consent and retract training data")
     p.add_argument("--user", required=True)
@@ -43,6 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--user", required=True)
     add_connection(p)
     p.set_defaults(run=run_show)
+
+
+def _change_args(p: argparse.ArgumentParser, pair_required: bool) -> None:
+    p.add_argument("--user", required=True)
+    p.add_argument("--category", required=pair_required)
+    p.add_argument("--purpose", required=pair_required)
+    p.add_argument("--source", default="cli")
+    add_connection(p)
 
 
 def _request(args: argparse.Namespace) -> ConsentRequest:
