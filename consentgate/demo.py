@@ -2,7 +2,8 @@
 
 A consent population is granted (some grants expire during the run, some were accepted
 under older terms), Zipf-distributed activity over all five categories is published with
-a few malformed records mixed in, users revoke and erase while the gate runs, and the
+a few malformed records and some backdated ones (synced late, from before the grants)
+mixed in, users revoke and erase while the gate runs, and the
 summary reconciles: records in = passed + dropped + dead-lettered.
 """
 
@@ -33,6 +34,7 @@ class DemoResult:
     produced: int = 0
     malformed: int = 0
     unknown: int = 0
+    backdated: int = 0
     late_grants: int = 0
     revoked: int = 0
     erased: int = 0
@@ -51,9 +53,16 @@ def run_demo(settings: Settings, catalog: Catalog, users: int, events: int, say:
     with ConsentWriter(settings, catalog) as writer:
         for start in range(0, len(requests), 20_000):
             writer.apply(requests[start:start + 20_000])
+        # three of the most active users asked to be forgotten before the gate started
+        consenting_ids = {r.user_id for r in requests}
+        forgotten = [u for u in (user_id(i) for i in range(users)) if u in consenting_ids][:3]
+        writer.apply([ConsentRequest("erase", u, source="demo") for u in forgotten])
     result.grants = len(requests)
+    result.erased = len(forgotten)
+    requests = [r for r in requests if r.user_id not in forgotten]
     consenting = len({r.user_id for r in requests})
-    say(f"{consenting} of {users} users granted {len(requests)} (category, purpose) pairs; "
+    say(f"{consenting} of {users} users hold {len(requests)} (category, purpose) grants, {len(forgotten)} more "
+        f"asked to be forgotten; "
         f"{sum(1 for r in requests if r.expires_at)} grants expire mid-run, "
         f"{sum(1 for r in requests if r.terms_version)} were accepted under older terms")
 
@@ -62,7 +71,8 @@ def run_demo(settings: Settings, catalog: Catalog, users: int, events: int, say:
     gate_thread.start()
     done = threading.Event()
     publisher = threading.Thread(target=_guard(lambda: _publish(settings, topics, users, events, malformed_every,
-                                                                result), result), name="publisher", daemon=True)
+                                                                expiring_at, result), result),
+                                 name="publisher", daemon=True)
     churn = threading.Thread(target=_guard(lambda: _churn(settings, catalog, requests, users, done, result, seed),
                                            result),
                              name="churn", daemon=True)
@@ -104,7 +114,8 @@ def _guard(target: Callable[[], object], result: DemoResult) -> Callable[[], Non
 
 
 def _publish(settings: Settings, topics: TopicNames, users: int, events: int, malformed_every: int,
-             result: DemoResult) -> None:
+             expiring_at: datetime, result: DemoResult) -> None:
+    """Publish the activity; the second half only once the expiring grants have expired."""
     rng = random.Random(5)
     with registry_client(settings.require_registry()) as registry:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topics.activity)
@@ -119,9 +130,14 @@ def _publish(settings: Settings, topics: TopicNames, users: int, events: int, ma
                                        payload={"transcript": "play something calm"})
                 out.produce(topics.activity, value=encode(activity_to_avro(voice)), key=event.user_id.encode())
                 result.unknown += 1
+            if n % 250 == 125:  # synced late from an offline device: it happened before today's grants
+                event = event._replace(occurred_at=event.occurred_at - timedelta(days=1))
+                result.backdated += 1
             produce(out, topics.activity, encode(activity_to_avro(event)), event.user_id.encode())
             if n % 1000 == 0:
                 out.poll(0)
+            if n == events // 2:
+                time.sleep(max(0.0, (expiring_at - datetime.now(timezone.utc)).total_seconds()))
         assert out.flush(60) == 0, "activity not acknowledged"
         result.produced = events + result.malformed + result.unknown
 
@@ -157,7 +173,8 @@ def summary(gate: Gate, result: DemoResult) -> list[str]:
         "",
         "summary (committed records only)",
         f"  records in                       {stats.records_in:>9,}   (published {result.produced:,}, "
-        f"{result.malformed:,} malformed and {result.unknown:,} of an unknown category on purpose)",
+        f"{result.malformed:,} malformed, {result.unknown:,} of an unknown category and "
+        f"{result.backdated:,} backdated, on purpose)",
         f"  passed for at least one purpose  {stats.records_passed:>9,}",
         f"  dropped for every purpose        {dropped:>9,}",
         f"  dead-lettered                    {stats.dead_letters:>9,}",
