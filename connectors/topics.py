@@ -32,6 +32,7 @@ class TopicNames:
     decisions: str
     dlq: str
     contributions: str
+    metering_dlq: str
     training: dict[str, str]  # purpose -> sink topic
 
     @classmethod
@@ -39,6 +40,7 @@ class TopicNames:
         t = settings.topic
         return cls(t("activity.events"), t("consent.state"), t("consent.changes"), t("training.retractions"),
                    t("gate.decisions"), t("gate.dlq"), t("metering.contributions"),
+                   t("metering.dlq"),
                    {p.name: t(p.sink_topic) for p in catalog.purposes.values()})
 
 
@@ -55,6 +57,7 @@ def topic_specs(settings: Settings, catalog: Catalog) -> list[TopicSpec]:
         TopicSpec(n.decisions, "Decision", {"cleanup.policy": "delete"}),
         TopicSpec(n.dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}),
         TopicSpec(n.contributions, "Contribution", {"cleanup.policy": "delete"}),
+        TopicSpec(n.metering_dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}),
     ]
     for purpose in catalog.purposes.values():
         specs.append(TopicSpec(n.training[purpose.name], "TrainingRecord", {

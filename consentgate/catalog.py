@@ -48,6 +48,7 @@ class Catalog:
     currency: str
     categories: dict[str, Category]
     purposes: dict[str, Purpose]
+    credits_per_currency_unit: int = 100
 
     _by_category: dict[str, tuple[Purpose, ...]] = field(init=False, repr=False, compare=False)
 
@@ -142,4 +143,7 @@ def parse_catalog(raw: Any, where: str = "catalog") -> Catalog:
                                  sink, uses)
     if not purposes:
         raise CatalogError(f"{where}.purposes: no purposes defined")
-    return Catalog(version, currency, categories, purposes)
+    credits = raw.get("credits_per_currency_unit", 100)
+    if not isinstance(credits, int) or isinstance(credits, bool) or credits < 1:
+        raise CatalogError(f"{where}.credits_per_currency_unit: expected a whole number of at least 1")
+    return Catalog(version, currency, categories, purposes, credits)

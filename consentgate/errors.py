@@ -25,3 +25,7 @@ class ConsentRequestError(ConsentGateError):
 
 class ClusterError(ConsentGateError):
     """The embedded Kafka or schema registry could not be started or reached."""
+
+
+class LedgerError(ConsentGateError):
+    """A payout-ledger operation was refused (closed period, bad pool, broken invariant)."""

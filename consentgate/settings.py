@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"
 
+    ledger_url: str | None = Field(None, description="SQLAlchemy URL of the payout ledger; "
+                                   "default: SQLite in the data directory")
+    metering_group_id: str = "consentgate-metering"
+    max_units: int = Field(10_000, ge=1, description="a contribution claiming more units is rejected")
+
     kafka_version: str = "4.1.1"
     apicurio_version: str = "3.0.9"
     startup_timeout_s: float = Field(120.0, gt=0)
@@ -105,6 +110,9 @@ class Settings(BaseSettings):
                 "which creates a local one)"
             )
         return self.pseudonym_secret.get_secret_value().encode()
+
+    def ledger(self) -> str:
+        return self.ledger_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -45,6 +45,10 @@ class ImpossibleTimestamp(InvalidRecord):
     """occurred_at lies beyond the clock-skew allowance in the future, or before 1970."""
 
 
+class MissingValue(InvalidRecord):
+    """The input record has no value (a tombstone or an empty record)."""
+
+
 class OversizedRecord(RecordError):
     """The record is larger than the configured maximum."""
 

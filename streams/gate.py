@@ -28,7 +28,7 @@ from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import (
-    InvalidRecord,
+    MissingValue,
     OversizedRecord,
     RecordError,
     RegistryUnavailable,
@@ -46,6 +46,7 @@ from consentgate.streams.outputs import (
 
 from consentgate.catalog import Catalog
 from consentgate.decision import decide
+from consentgate.quality import assess
 from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.gate")
@@ -53,10 +54,6 @@ log = logging.getLogger("consentgate.gate")
 
 class Stopping(Exception):
     """Raised inside a retry loop when the worker was asked to stop."""
-
-
-class MissingValue(InvalidRecord):
-    """The input record has no value (a tombstone or an empty record)."""
 
 
 @dataclass
@@ -260,6 +257,7 @@ class Gate:
                 decision_record(decision, now_ms, topic, partition, offset)), user_key)
             batch.decisions += 1
             passed_any = False
+            assessment = None
             for outcome in decision.outcomes:
                 if outcome.passed:
                     assert decision.consent_version is not None
@@ -267,8 +265,10 @@ class Gate:
                     nym = self._pseudonym(outcome.purpose, event.user_id)
                     produce(prod, topics.training[outcome.purpose], self._enc_training[outcome.purpose](
                         training_record(event, outcome, self.catalog, nym, decision.consent_version)), nym.encode())
+                    if assessment is None:
+                        assessment = assess(event.category, event.payload)
                     produce(prod, topics.contributions, self._enc_contribution(
-                        contribution_record(event, outcome, consent)), user_key)
+                        contribution_record(event, outcome, consent, assessment)), user_key)
                     batch.outcomes[(outcome.purpose, event.category, "passed")] += 1
                 else:
                     assert outcome.reason is not None

@@ -7,6 +7,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from consentgate.catalog import Catalog
+from consentgate.quality import Assessment
 from consentgate.model import (
     ActivityEvent,
     ConsentLookup,
@@ -41,11 +42,13 @@ def training_record(event: ActivityEvent, outcome: Outcome, catalog: Catalog, ny
     }
 
 
-def contribution_record(event: ActivityEvent, outcome: Outcome, consent: ConsentLookup) -> dict[str, Any]:
+def contribution_record(event: ActivityEvent, outcome: Outcome, consent: ConsentLookup,
+                        assessment: Assessment) -> dict[str, Any]:
     assert outcome.grant is not None and isinstance(consent, ConsentState)
     return {
         "event_id": event.event_id, "purpose": outcome.purpose, "user_id": event.user_id,
-        "category": event.category, "units": 1, "quality": None, "occurred_at": event.occurred_at,
+        "category": event.category, "units": 1, "quality": assessment.quality,
+        "fingerprint": assessment.fingerprint, "occurred_at": event.occurred_at,
         "tier": consent.tier, "plan": consent.plan, "receipt_id": outcome.grant.receipt_id,
         "consent_version": consent.version,
     }

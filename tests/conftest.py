@@ -62,6 +62,7 @@ def make_settings(cluster: RunningCluster, tmp_path: Path) -> SettingsFactory:
             "group_id": f"{prefix}gate",
             "transactional_id_prefix": f"{prefix}gate",
             "batch_timeout_s": 0.1,
+            "metering_group_id": f"{prefix}metering",
         }
         base.update(overrides)
         return Settings(**base)
@@ -79,3 +80,26 @@ def topics(settings: Settings, catalog: Catalog) -> TopicNames:
     """Create every consentgate topic under this test's prefix."""
     create_topics(settings, admin(settings), catalog)
     return TopicNames.of(settings, catalog)
+
+
+LEDGER_SERVER = os.environ.get("CONSENTGATE_TEST_LEDGER_URL")
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger database: on the PostgreSQL server CI starts, else SQLite."""
+    if not LEDGER_SERVER:
+        if IN_CI:
+            pytest.fail("CI must test the ledger on PostgreSQL: set CONSENTGATE_TEST_LEDGER_URL (.ci/run does)")
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    server = create_engine(LEDGER_SERVER, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield LEDGER_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    with server.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()

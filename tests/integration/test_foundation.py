@@ -33,7 +33,10 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
                 "CONSENTGATE_TOPIC_PREFIX": settings.topic_prefix,
                 "CONSENTGATE_DATA_DIR": str(settings.data_dir),
                 "CONSENTGATE_PARTITIONS": str(settings.partitions),
-                "CONSENTGATE_PSEUDONYM_SECRET": settings.require_secret().decode()})
+                "CONSENTGATE_PSEUDONYM_SECRET": settings.require_secret().decode(),
+                "CONSENTGATE_METERING_GROUP_ID": settings.metering_group_id})
+    if settings.ledger_url:
+        env["CONSENTGATE_LEDGER_URL"] = settings.ledger_url
     return subprocess.run([sys.executable, "-m", "consentgate.cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 

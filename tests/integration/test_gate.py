@@ -10,6 +10,7 @@ import yaml
 from consentgate.connectors.topics import TopicNames
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter, pseudonym
 
+from consentgate.quality import assess
 from consentgate.catalog import Catalog, load_catalog
 from consentgate.model import ActivityEvent
 from consentgate.settings import Settings
@@ -90,10 +91,11 @@ def test_every_rule_end_to_end(make_settings: SettingsFactory, topics: TopicName
     assert [(r["event_id"], r["fields"], r["pseudonym"]) for r in rec] == [
         ("other", post, pseudonym(secret, REC, "u-other-purpose"))]
     assert values(settings, topics.training[GEN]) == []
-    contributions = sorted((c["event_id"], c["purpose"], c["user_id"], c["units"], c["tier"], c["plan"])
-                           for c in values(settings, topics.contributions))
-    assert contributions == [("ok-search", ADS, "u-ok", 1, "data_sharing", "per_unit"),
-                             ("other", REC, "u-other-purpose", 1, "free", None)]
+    contributions = sorted((c["event_id"], c["purpose"], c["user_id"], c["units"], c["tier"], c["plan"],
+                            c["quality"], c["fingerprint"]) for c in values(settings, topics.contributions))
+    assert contributions == [
+        ("ok-search", ADS, "u-ok", 1, "data_sharing", "per_unit", *assess("search", {"query": "tide tables"})),
+        ("other", REC, "u-other-purpose", 1, "free", None, *assess("post", post))]
     assert values(settings, topics.dlq) == []
     # Erasure asked every training sink to delete the user's pseudonym.
     retractions = sorted((r["purpose"], r["pseudonym"]) for r in values(settings, topics.retractions))

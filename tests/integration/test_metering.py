@@ -1,0 +1,247 @@
+"""The metering worker against the real broker and ledger: gate output credited exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+
+from consentgate.catalog import Catalog
+from consentgate.connectors.ledger import connect, contributions, valuations
+from consentgate.connectors.topics import TopicNames
+from consentgate.model import ActivityEvent
+from consentgate.periods import close_period, declare_pool
+from consentgate.quality import assess
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.settings import Settings
+from consentgate.statements import gather
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
+from consentgate.streams.metering import MeteringWorker
+from consentgate.valuation import period_of
+from tests.conftest import SettingsFactory
+from tests.helpers import produce_events, produce_raw, run_gate, values, wait_for
+from tests.integration.test_foundation import run_cli
+
+GEN, REC, ADS = "train_ai_system.generative", "train_ai_system.recommendation", "train_ai_system.ads_ranking"
+
+
+def meter(settings: Settings, catalog: Catalog, idle: float = 1.5) -> MeteringWorker:
+    worker = MeteringWorker(settings, catalog)
+    worker.run(idle_exit_s=idle)
+    return worker
+
+
+def ledger(settings: Settings) -> dict[tuple[str, str], tuple[Any, ...]]:
+    engine = connect(settings.ledger())
+    with engine.connect() as conn:
+        rows = conn.execute(select(contributions.c.event_id, contributions.c.purpose, contributions.c.user_id,
+                                   contributions.c.period, contributions.c.occurred_period, valuations.c.quality,
+                                   valuations.c.duplicate, valuations.c.value_micros)
+                            .join(valuations, (valuations.c.event_id == contributions.c.event_id)
+                                  & (valuations.c.purpose == contributions.c.purpose))).all()
+    engine.dispose()
+    return {(r[0], r[1]): tuple(r[2:]) for r in rows}
+
+
+def contribution(event_id: str, **over: Any) -> dict[str, Any]:
+    base = {"event_id": event_id, "purpose": GEN, "user_id": "u1", "category": "post", "units": 1,
+            "quality": 1.0, "fingerprint": None, "occurred_at": datetime.now(timezone.utc),
+            "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r1", "consent_version": 1}
+    base.update(over)
+    return base
+
+
+def produce_contributions(settings: Settings, catalog: Catalog, records: list[dict[str, Any]]) -> None:
+    topic = TopicNames.of(settings, catalog).contributions
+    with registry_client(settings.require_registry()) as registry:
+        encode = Codecs(registry)["Contribution"].writer_for(topic)
+        produce_raw(settings, [(r["user_id"].encode(), encode(r)) for r in records], topic)
+
+
+def test_gate_output_is_valued_credited_once_and_paid(make_settings: SettingsFactory, topics: TopicNames,
+                                                      catalog: Catalog, ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url)
+    with ConsentWriter(settings, catalog) as writer:
+        writer.apply([
+            ConsentRequest("grant", "ana", "post", GEN, tier="data_sharing", plan="per_unit"),
+            ConsentRequest("grant", "ben", "post", GEN, tier="data_sharing", plan="revenue_share"),
+            ConsentRequest("grant", "ben", "search", ADS),
+            ConsentRequest("grant", "cy", "post", GEN, tier="free"),
+        ])
+    t = datetime.now(timezone.utc)
+    hike = {"text": "I finally finished the long hike up the ridge this morning"}
+    events = [
+        ActivityEvent("a1", "ana", "post", t, "app", hike),
+        ActivityEvent("a2", "ana", "post", t, "app", {"text": "i FINALLY finished the long hike, up the ridge "
+                                                             "this morning!"}),  # a copy: earns nothing
+        ActivityEvent("a3", "ana", "post", t, "app", {"text": "CLICK HERE for free money"}),  # spam
+        ActivityEvent("b1", "ben", "post", t, "app", {"text": "six words about a quiet evening"}),
+        ActivityEvent("b2", "ben", "search", t, "app", {"query": "tide tables"}),
+        ActivityEvent("c1", "cy", "post", t, "app", hike),
+    ]
+    produce_events(settings, events)
+    run_gate(settings, catalog)
+    assert len(values(settings, topics.contributions)) == 6
+    worker = meter(settings, catalog)
+    assert (worker.stats.credited, worker.stats.dead_letters) == (6, {})
+    period = period_of(t)
+    assert ledger(settings) == {
+        ("a1", GEN): ("ana", period, period, 0.875, 0, 4375),  # 1 x 5000 x 0.875
+        ("a2", GEN): ("ana", period, period, 0.875, 1, 0),
+        ("a3", GEN): ("ana", period, period, 0.0, 0, 0),
+        ("b1", GEN): ("ben", period, period, 0.5, 0, 2500),
+        ("b2", ADS): ("ben", period, period, assess("search", {"query": "tide tables"}).quality, 0, 1000),
+        ("c1", GEN): ("cy", period, period, 0.875, 0, 0),  # free tier: valued at nothing
+    }
+    # A second run, and a run under a fresh consumer group: the ledger, not the group, holds the position.
+    assert meter(settings, catalog).stats.credited == 0
+    assert meter(settings.model_copy(update={"metering_group_id": settings.metering_group_id + "-2"}),
+                 catalog).stats.credited == 0
+    assert len(ledger(settings)) == 6
+
+    engine = connect(settings.ledger())
+    declare_pool(engine, catalog, GEN, period, 333)
+    report = close_period(engine, catalog, period)
+    assert (report.pools, report.cash_cents, report.statements) == ({f"{GEN}/revenue_share": 333}, 333, 3)
+    ana = gather(engine, catalog, "ana", period)["periods"][0]
+    assert (ana["cash"], [(u["records"], u["duplicates"], u["value"]) for u in ana["uses"]]) == (
+        "0.00", [(3, 1, "0.004375")])  # 0.4375 cent rounds to 0
+    ben = gather(engine, catalog, "ben", period)["periods"][0]
+    assert ben["payouts"] == [{"purpose": GEN, "plan": "revenue_share", "kind": "cash", "amount": "3.33"}]
+    assert gather(engine, catalog, "cy", period)["periods"][0]["cash"] == "0.00"
+    engine.dispose()
+
+
+def test_bad_contributions_go_to_the_metering_dlq(make_settings: SettingsFactory, topics: TopicNames,
+                                                  catalog: Catalog, ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url)
+    produce_contributions(settings, catalog, [
+        contribution("ok-1"),
+        contribution("bad-purpose", purpose="train_ai_system.face_recognition"),
+        contribution("bad-units", units=-3),
+        contribution("absurd-units", units=10**9),
+        contribution("bad-category", category="click"),
+        contribution("ok-2", user_id="u2"),
+    ])
+    produce_raw(settings, [(b"u3", b"\x00\x7f\xff\xff\xf0garbage"), (b"u4", None)], topics.contributions)
+    worker = meter(settings, catalog)
+    assert worker.stats.credited == 2
+    assert sorted(ledger(settings)) == [("ok-1", GEN), ("ok-2", GEN)]
+    dlq = values(settings, topics.metering_dlq)
+    assert sorted((d["error_class"], d["message"]) for d in dlq) == sorted([
+        ("InvalidContribution", "unknown purpose 'train_ai_system.face_recognition'"),
+        ("InvalidContribution", "units -3 outside 1..10000"),
+        ("InvalidContribution", "units 1000000000 outside 1..10000"),
+        ("InvalidContribution", "purpose 'train_ai_system.generative' does not use category 'click'"),
+        ("UnknownSchemaId", dlq_message(dlq, "UnknownSchemaId")),
+        ("MissingValue", "contribution record has no value"),
+    ])
+    assert all(d["topic"] == topics.contributions for d in dlq)
+
+
+def dlq_message(dlq: list[dict[str, Any]], error_class: str) -> str:
+    [message] = [d["message"] for d in dlq if d["error_class"] == error_class]
+    assert message
+    return str(message)
+
+
+def test_late_contribution_lands_in_the_next_period_visibly(make_settings: SettingsFactory, topics: TopicNames,
+                                                            catalog: Catalog, ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url)
+    september = datetime(2026, 9, 30, 23, 59, tzinfo=timezone.utc)
+    produce_contributions(settings, catalog, [contribution("on-time", occurred_at=september)])
+    meter(settings, catalog)
+    engine = connect(settings.ledger())
+    assert close_period(engine, catalog, "2026-09").contributions == 1
+    produce_contributions(settings, catalog, [contribution("late", occurred_at=september)])
+    meter(settings, catalog)
+    assert ledger(settings)[("late", GEN)][1:3] == ("2026-10", "2026-09")
+    october = gather(engine, catalog, "u1", "2026-10")["periods"][0]
+    assert october["uses"][0]["arrived_late"] == 1
+    assert close_period(engine, catalog, "2026-09").contributions == 1  # the closed period is unchanged
+    engine.dispose()
+
+
+def test_kill_9_mid_stream_credits_every_contribution_once(make_settings: SettingsFactory, topics: TopicNames,
+                                                           catalog: Catalog, ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url, batch_size=500)
+    now = datetime.now(timezone.utc)
+    records = [contribution(f"k{n}", user_id=f"u{n % 97}", purpose=(GEN, REC)[n % 2],
+                            occurred_at=now - timedelta(seconds=n), fingerprint=n * 7919)
+               for n in range(30_000)]
+    produce_contributions(settings, catalog, records)
+    # The same contribution delivered again under new offsets must not be credited again.
+    produce_contributions(settings, catalog, records[:1000])
+
+    def credited() -> int:
+        engine = connect(settings.ledger())
+        with engine.connect() as conn:
+            n = int(conn.execute(select(func.count()).select_from(contributions)).scalar_one())
+        engine.dispose()
+        return n
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    env.update({"CONSENTGATE_BOOTSTRAP_SERVERS": settings.require_bootstrap(),
+                "CONSENTGATE_SCHEMA_REGISTRY_URL": settings.require_registry(),
+                "CONSENTGATE_TOPIC_PREFIX": settings.topic_prefix, "CONSENTGATE_DATA_DIR": str(settings.data_dir),
+                "CONSENTGATE_LEDGER_URL": ledger_url, "CONSENTGATE_METERING_GROUP_ID": settings.metering_group_id,
+                "CONSENTGATE_BATCH_SIZE": "500", "CONSENTGATE_SESSION_TIMEOUT_MS": "6000"})
+    kills = 0
+    for step in (2_000, 10_000, 18_000):
+        proc = subprocess.Popen([sys.executable, "-m", "consentgate.cli.main", "metering", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: credited() >= step, timeout=120, what=f"{step} credited")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        kills += 1
+    assert kills == 3 and credited() < 30_000
+    final = subprocess.run([sys.executable, "-m", "consentgate.cli.main", "metering", "run", "--until-idle", "3"],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    rows = ledger(settings)
+    assert sorted(rows) == sorted((r["event_id"], r["purpose"]) for r in records)
+    assert len(rows) == 30_000
+
+
+def test_metering_cli(make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog,
+                      ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url)
+    at = datetime(2026, 8, 15, tzinfo=timezone.utc)
+    produce_contributions(settings, catalog, [
+        contribution("x1", user_id="ivy", plan="revenue_share", occurred_at=at),
+        contribution("x2", user_id="jo", plan="revenue_share", quality=0.5, occurred_at=at),
+        contribution("x3", user_id="kim", tier="free", plan=None, occurred_at=at),
+    ])
+    ran = run_cli(settings, "metering", "run", "--until-idle", "2")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert json.loads(ran.stdout.strip().splitlines()[-1])["credited"] == 3
+    pool = run_cli(settings, "metering", "pool", "--purpose", GEN, "--period", "2026-08", "--amount", "100.01")
+    assert pool.returncode == 0, pool.stderr
+    assert json.loads(pool.stdout)["amount_cents"] == 10001
+    bad = run_cli(settings, "metering", "pool", "--purpose", GEN, "--period", "2026-8", "--amount", "1")
+    assert bad.returncode == 2 and "period '2026-8' is not YYYY-MM" in bad.stderr
+    bad = run_cli(settings, "metering", "pool", "--purpose", GEN, "--period", "2026-08", "--amount", "0.001")
+    assert bad.returncode == 2 and "fractions of a cent" in bad.stderr
+    closed = run_cli(settings, "metering", "close", "--period", "2026-08")
+    assert closed.returncode == 0, closed.stderr
+    report = json.loads(closed.stdout)
+    assert (report["pools"], report["cash_cents"], report["statements"]) == ({f"{GEN}/revenue_share": 10001},
+                                                                            10001, 3)
+    again = json.loads(run_cli(settings, "metering", "close", "--period", "2026-08").stdout)
+    assert again["already_closed"] and again["cash_cents"] == 10001
+    # ivy 1000 : jo 500 of 10001 cents -> 6667.33 / 3333.67 -> 6667 / 3334
+    ivy = json.loads(run_cli(settings, "statement", "--user", "ivy", "--format", "json").stdout)
+    assert ivy["periods"][0]["cash"] == "66.67"
+    jo = run_cli(settings, "statement", "--user", "jo", "--period", "2026-08")
+    assert "total: 33.34 USD and 0 credits" in jo.stdout
+    kim = run_cli(settings, "statement", "--user", "kim", "--format", "html")
+    assert "free tier: not paid" in kim.stdout and "<strong>0.00 USD</strong>" in kim.stdout
