@@ -16,7 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import func, select
+
 from consentgate.catalog import Catalog
+from consentgate.connectors.ledger import connect, contributions
+from consentgate.periods import CloseReport, close_period, declare_pool
+from consentgate.statements import gather, render_text
 from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
 from consentgate.schemas.codec import Codecs, registry_client
@@ -24,6 +29,7 @@ from consentgate.schemas.records import activity_to_avro
 from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.gate import Gate
+from consentgate.streams.metering import MeteringWorker
 from consentgate.synthetic import activity, consent_population, user_id
 
 Say = Callable[[str], None]
@@ -192,3 +198,76 @@ def summary(gate: Gate, result: DemoResult) -> list[str]:
         total = gate.metrics.value("consentgate_revocation_enforcement_seconds_sum")
         lines.append(f"  revocation to enforcement: {count:.0f} observed, mean {1000 * total / count:.0f} ms")
     return lines
+
+
+@dataclass
+class Settlement:
+    credited: int
+    periods: list[CloseReport]
+    declared_cents: int
+    statements: dict[str, str]  # user -> text statement
+
+    @property
+    def pools_paid_cents(self) -> int:
+        return sum(sum(r.pools.values()) for r in self.periods)
+
+    @property
+    def pools_carried_cents(self) -> int:
+        return sum(sum(r.carried.values()) for r in self.periods)
+
+
+def settle(settings: Settings, catalog: Catalog, say: Say, pool_cents: int = 50_000) -> Settlement:
+    """Meter everything the gate let through, declare pools, close the periods, issue statements."""
+    engine = connect(settings.ledger())
+    try:
+        worker = MeteringWorker(settings, catalog, engine)
+        worker.run(idle_exit_s=2.0)
+        say(f"metering: {worker.stats.credited:,} contributions credited to the ledger "
+            f"({worker.stats.batches} transactions)")
+        with engine.connect() as conn:
+            open_periods = sorted(p for (p,) in conn.execute(
+                select(contributions.c.period).distinct()))
+        declared = 0
+        for period in open_periods:
+            for n, purpose in enumerate(catalog.purposes):
+                declare_pool(engine, catalog, purpose, period, pool_cents * (n + 1))
+                declared += pool_cents * (n + 1)
+            first = next(iter(catalog.purposes))
+            declare_pool(engine, catalog, first, period, pool_cents // 2, plan="dividend")
+            declared += pool_cents // 2
+        reports = [close_period(engine, catalog, period) for period in open_periods]
+        for r in reports:
+            say(f"period {r.period} closed: {r.contributions:,} contributions, {r.statements:,} statements, "
+                f"{r.cash_cents / 100:,.2f} {catalog.currency} and {r.credits:,} credits paid")
+        users: list[str] = []
+        with engine.connect() as conn:  # the most active user of each plan, and of the free tier
+            for plan in ("per_unit", "revenue_share", "credits", "dividend", None):
+                tier_plan = (contributions.c.plan == plan) if plan else (contributions.c.tier == "free")
+                user = conn.execute(select(contributions.c.user_id).where(tier_plan)
+                                    .group_by(contributions.c.user_id)
+                                    .order_by(func.count().desc(), contributions.c.user_id).limit(1)).scalar()
+                if user is not None and user not in users:
+                    users.append(user)
+        shown = {user: render_text(gather(engine, catalog, user)) for user in users}
+        return Settlement(worker.stats.credited, reports, declared, shown)
+    finally:
+        engine.dispose()
+
+
+def settlement_summary(gate: Gate, settlement: Settlement) -> list[str]:
+    passed = sum(gate.stats.passed.values())
+    pools_ok = settlement.pools_paid_cents + settlement.pools_carried_cents == settlement.declared_cents
+    return [
+        "",
+        "metering and payouts",
+        f"  training records passed by the gate      {passed:>9,}",
+        f"  contributions credited to the ledger     {settlement.credited:>9,}",
+        f"  passed = credited                        {'yes' if passed == settlement.credited else 'NO'}",
+        f"  pools declared                           {settlement.declared_cents / 100:>12,.2f}",
+        f"  pools paid out, to the cent              {settlement.pools_paid_cents / 100:>12,.2f}"
+        + (f"  (+{settlement.pools_carried_cents / 100:,.2f} carried to next period: no one earned)"
+           if settlement.pools_carried_cents else ""),
+        f"  pools paid + carried = declared          {'yes' if pools_ok else 'NO'}",
+        "",
+        *[line for text in settlement.statements.values() for line in text.rstrip().splitlines() + [""]],
+    ]

@@ -7,7 +7,7 @@ import time
 
 from consentgate.cli.options import add_connection, catalog_of, settings_from
 from consentgate.cluster import embedded
-from consentgate.demo import run_demo, summary
+from consentgate.demo import run_demo, settle, settlement_summary, summary
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -27,12 +27,25 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
     if not args.topic_prefix:
         settings = settings.model_copy(update={"topic_prefix": f"demo{int(time.time())}."})
-    settings = settings.model_copy(update={"group_id": f"{settings.topic_prefix}gate",
-                                           "transactional_id_prefix": f"{settings.topic_prefix}gate"})
-    gate, result = run_demo(settings, catalog_of(settings), args.users, args.events, print)
+    prefix = settings.topic_prefix
+    ledger = settings.ledger_url
+    if ledger is None:  # a ledger of the demo's own, so each demo closes its own period
+        (settings.data_dir / "demo").mkdir(parents=True, exist_ok=True)
+        ledger = f"sqlite:///{settings.data_dir / 'demo' / (prefix + 'ledger.db')}"
+    settings = settings.model_copy(update={"group_id": f"{prefix}gate", "transactional_id_prefix": f"{prefix}gate",
+                                           "metering_group_id": f"{prefix}metering", "ledger_url": ledger})
+    catalog = catalog_of(settings)
+    gate, result = run_demo(settings, catalog, args.users, args.events, print)
     for line in summary(gate, result):
         print(line)
+    settlement = settle(settings, catalog, print)
+    for line in settlement_summary(gate, settlement):
+        print(line)
+    print(f"ledger: {ledger}  (consentgate statement --user U --ledger-url {ledger} --format html)")
     print(f"\nlook around: consentgate tail {settings.topic('gate.decisions')} --json --from-beginning "
           f"--until-idle 2 | head")
     stats = gate.stats
-    return 0 if stats.records_in == stats.decisions + stats.dead_letters else 1
+    reconciled = (stats.records_in == stats.decisions + stats.dead_letters
+                  and sum(stats.passed.values()) == settlement.credited
+                  and settlement.pools_paid_cents + settlement.pools_carried_cents == settlement.declared_cents)
+    return 0 if reconciled else 1

@@ -8,7 +8,7 @@ from consentgate.connectors.topics import TopicNames
 from consentgate.streams.gate import Gate
 
 from consentgate.catalog import Catalog
-from consentgate.demo import run_demo, summary
+from consentgate.demo import run_demo, settle, settlement_summary, summary
 from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import values
@@ -17,7 +17,9 @@ from tests.integration.test_foundation import run_cli
 GEN = "train_ai_system.generative"
 
 
-def test_demo_reconciles_and_reaches_every_drop_reason(settings: Settings, catalog: Catalog) -> None:
+def test_demo_reconciles_and_reaches_every_drop_reason(make_settings: SettingsFactory, catalog: Catalog,
+                                                       ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url)
     lines: list[str] = []
     gate, result = run_demo(settings, catalog, users=800, events=12_000, say=lines.append, malformed_every=400)
     stats = gate.stats
@@ -33,6 +35,18 @@ def test_demo_reconciles_and_reaches_every_drop_reason(settings: Settings, catal
     assert sum(1 for line in lines if line.startswith("t=")) >= 1
     topics = TopicNames.of(settings, catalog)
     assert len(values(settings, topics.decisions)) == stats.decisions
+
+    settlement = settle(settings, catalog, lines.append)
+    assert settlement.credited == sum(stats.passed.values()) == len(values(settings, topics.contributions))
+    assert settlement.declared_cents == len(settlement.periods) * (50_000 * (1 + 2 + 3) + 25_000)
+    assert settlement.pools_paid_cents + settlement.pools_carried_cents == settlement.declared_cents
+    assert settlement.pools_paid_cents > 0
+    assert sum(r.contributions for r in settlement.periods) == settlement.credited
+    assert len(settlement.statements) >= 3
+    assert any("free tier: not paid" in text for text in settlement.statements.values())
+    report = settlement_summary(gate, settlement)
+    assert "  passed = credited                        yes" in report
+    assert "  pools paid + carried = declared          yes" in report
 
 
 def test_consent_commands(settings: Settings, topics: TopicNames) -> None:
