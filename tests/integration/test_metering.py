@@ -245,3 +245,35 @@ def test_metering_cli(make_settings: SettingsFactory, topics: TopicNames, catalo
     assert "total: 33.34 USD and 0 credits" in jo.stdout
     kim = run_cli(settings, "statement", "--user", "kim", "--format", "html")
     assert "free tier: not paid" in kim.stdout and "<strong>0.00 USD</strong>" in kim.stdout
+
+
+def test_two_workers_rebalancing_mid_stream_credit_each_contribution_once(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, ledger_url: str) -> None:
+    settings = make_settings(ledger_url=ledger_url, batch_size=300, session_timeout_ms=6000)
+    now = datetime.now(timezone.utc)
+    records = [contribution(f"w{n}", user_id=f"u{n % 211}", occurred_at=now, fingerprint=n * 104729)
+               for n in range(20_000)]
+    produce_contributions(settings, catalog, records)
+    workers = [MeteringWorker(settings.model_copy(update={"worker_id": f"m{i}"}), catalog) for i in range(2)]
+    errors: list[BaseException] = []
+
+    def run(worker: MeteringWorker) -> None:
+        try:
+            worker.run(idle_exit_s=4.0)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
+    threads[0].start()
+    wait_for(lambda: workers[0].stats.credited > 0, timeout=60, what="first batches")
+    threads[1].start()  # joins the group mid-stream: partitions move between the workers
+    wait_for(lambda: bool(workers[1]._expected), timeout=60, what="second worker assigned")
+    more = [contribution(f"v{n}", user_id=f"u{n % 211}", occurred_at=now) for n in range(3_000)]
+    produce_contributions(settings, catalog, more)
+    records += more
+    for t in threads:
+        t.join(180)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert workers[1].stats.credited > 0
+    assert workers[0].stats.credited + workers[1].stats.credited == 23_000
+    assert sorted(ledger(settings)) == sorted((r["event_id"], GEN) for r in records)

@@ -91,7 +91,7 @@ def test_settings_fall_back_to_what_up_recorded(tmp_path: Path, monkeypatch: pyt
 def test_docker_compose_parses_and_is_consistent() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "schema-registry", "topics", "gate"} <= set(services)
+    assert {"kafka", "schema-registry", "topics", "gate", "metering", "postgres"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:4.")
     assert services["schema-registry"]["image"].startswith("confluentinc/cp-schema-registry:")
     published = [p.split(":")[0] for s in services.values() for p in s.get("ports", [])]
@@ -103,7 +103,11 @@ def test_docker_compose_parses_and_is_consistent() -> None:
     assert services["schema-registry"]["environment"]["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == (
         f"PLAINTEXT://{internal}")
     registry_port = services["schema-registry"]["ports"][0].split(":")[1]
-    for name in ("topics", "gate"):
+    pg = services["postgres"]["environment"]
+    assert services["metering"]["environment"]["CONSENTGATE_LEDGER_URL"] == (
+        f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}")
+    assert services["metering"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    for name in ("topics", "gate", "metering"):
         env = services[name]["environment"]
         assert env["CONSENTGATE_BOOTSTRAP_SERVERS"] == internal
         assert env["CONSENTGATE_SCHEMA_REGISTRY_URL"] == f"http://schema-registry:{registry_port}"
