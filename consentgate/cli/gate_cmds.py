@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-from types import FrameType
 
-from consentgate.cli.options import add_connection, catalog_of, flag, settings_from
+from consentgate.cli.options import add_connection, catalog_of, flag, settings_from, stop_on_signals
 from consentgate.streams.gate import Gate
 
 
@@ -27,12 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_gate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     gate = Gate(settings, catalog_of(settings))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        gate.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(gate.stop)
     stats = gate.run(until_idle=args.until_idle)
     print(json.dumps({"records_in": stats.records_in, "decisions": stats.decisions,
                       "dead_letters": stats.dead_letters, "passed": dict(stats.passed),

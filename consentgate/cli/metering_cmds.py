@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+
+from sqlalchemy import Engine
 from types import FrameType
 
-from consentgate.cli.options import add_connection, catalog_of, flag, settings_from
+from consentgate.catalog import Catalog
+from consentgate.cli.options import add_connection, catalog_of, flag, settings_from, stop_on_signals
 from consentgate.connectors.ledger import connect
 from consentgate.periods import close_period, declare_pool, parse_amount
 from consentgate.statements import gather, render
@@ -21,6 +26,22 @@ def _period(text: str) -> str:
         return parse_period(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_ledger(parser: argparse.ArgumentParser) -> None:
+    flag(parser, "ledger-url", "payout ledger (default: SQLite in the data dir)")
+    flag(parser, "data-dir", "data directory (holds the default ledger)")
+    flag(parser, "catalog", "purpose catalog YAML")
+
+
+@contextmanager
+def _ledger(args: argparse.Namespace) -> Iterator[tuple[Engine, Catalog]]:
+    settings = settings_from(args)
+    engine = connect(settings.ledger())
+    try:
+        yield engine, catalog_of(settings)
+    finally:
+        engine.dispose()
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,9 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.set_defaults(run=run_metering)
 
     pool = msub.add_parser("pool", help="declare the revenue (or dividend) pool of a purpose for a period")
-    flag(pool, "ledger-url", "payout ledger (default: SQLite in the data dir)")
-    flag(pool, "data-dir", "data directory (holds the default ledger)")
-    flag(pool, "catalog", "purpose catalog YAML")
+    _add_ledger(pool)
     pool.add_argument("--purpose", required=True)
     pool.add_argument("--period", required=True, type=_period, help="YYYY-MM")
     pool.add_argument("--amount", required=True, help="in the catalog currency, e.g. 1250.00")
@@ -49,16 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pool.set_defaults(run=run_pool)
 
     close = msub.add_parser("close", help="close a period: pay every plan and pool, issue statements")
-    flag(close, "ledger-url", "payout ledger (default: SQLite in the data dir)")
-    flag(close, "data-dir", "data directory (holds the default ledger)")
-    flag(close, "catalog", "purpose catalog YAML")
+    _add_ledger(close)
     close.add_argument("--period", required=True, type=_period, help="YYYY-MM")
     close.set_defaults(run=run_close)
 
     statement = sub.add_parser("statement", help="what of a user's data was used, for what, and what it earned")
-    flag(statement, "ledger-url", "payout ledger (default: SQLite in the data dir)")
-    flag(statement, "data-dir", "data directory (holds the default ledger)")
-    flag(statement, "catalog", "purpose catalog YAML")
+    _add_ledger(statement)
     statement.add_argument("--user", required=True)
     statement.add_argument("--period", type=_period, help="YYYY-MM (default: every period)")
     statement.add_argument("--format", default="text", choices=["text", "json", "html"])
@@ -68,12 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_metering(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     worker = MeteringWorker(settings, catalog_of(settings))
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stop_on_signals(worker.stop)
     stats = worker.run(idle_exit_s=args.until_idle)
     print(json.dumps({"records_in": stats.records_in, "credited": stats.credited, "late": stats.late,
                       "dead_letters": dict(stats.dead_letters), "batches": stats.batches,
@@ -82,35 +92,23 @@ def run_metering(args: argparse.Namespace) -> int:
 
 
 def run_pool(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
     cents = parse_amount(args.amount)
-    engine = connect(settings.ledger())
-    try:
-        old = declare_pool(engine, catalog_of(settings), args.purpose, args.period, cents, args.plan)
-    finally:
-        engine.dispose()
+    with _ledger(args) as (engine, catalog):
+        old = declare_pool(engine, catalog, args.purpose, args.period, cents, args.plan)
     print(json.dumps({"period": args.period, "purpose": args.purpose, "plan": args.plan, "amount_cents": cents,
                       "replaced_cents": old}))
     return 0
 
 
 def run_close(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    engine = connect(settings.ledger())
-    try:
-        report = close_period(engine, catalog_of(settings), args.period)
-    finally:
-        engine.dispose()
+    with _ledger(args) as (engine, catalog):
+        report = close_period(engine, catalog, args.period)
     print(json.dumps(asdict(report)))
     return 0
 
 
 def run_statement(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    engine = connect(settings.ledger())
-    try:
-        statement = gather(engine, catalog_of(settings), args.user, args.period)
-    finally:
-        engine.dispose()
+    with _ledger(args) as (engine, catalog):
+        statement = gather(engine, catalog, args.user, args.period)
     print(render(statement, args.format), end="")
     return 0

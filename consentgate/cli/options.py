@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from consentgate.catalog import Catalog, load_catalog
@@ -32,3 +35,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def catalog_of(settings: Settings) -> Catalog:
     return load_catalog(settings.catalog)
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """SIGTERM and SIGINT ask a worker to finish its open batch and return."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

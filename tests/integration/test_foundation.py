@@ -79,7 +79,7 @@ def test_topics_create_is_idempotent_and_compacts_consent_state(settings: Settin
     first, _ = create_topics(settings, client, catalog)
     second, existing = create_topics(settings, client, catalog)
     names = TopicNames.of(settings, catalog)
-    assert len(first) == 10 and second == [] and sorted(existing) == sorted(first)
+    assert len(first) == 11 and second == [] and sorted(existing) == sorted(first)  # 8 fixed + 3 purpose sinks
     configs = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, names.consent_state),
                                        ConfigResource(ConfigResource.Type.TOPIC, names.consent_changes)])
     values = {r.name: f.result() for r, f in configs.items()}
