@@ -68,9 +68,11 @@ def spam_signs(text: str, lowered: str) -> int:
     signs = 0
     if lowered.count("http://") + lowered.count("https://") >= 2:
         signs += 1
-    letters = [c for c in text if c.isalpha()]
-    if len(letters) >= 10 and sum(c.isupper() for c in letters) > 0.6 * len(letters):
-        signs += 1
+    upper = sum(map(str.isupper, text))
+    if upper >= 7:  # else it cannot be over 60% of at least 10 letters; counting letters is the slow part
+        letters = sum(map(str.isalpha, text))
+        if letters >= 10 and upper > 0.6 * letters:
+            signs += 1
     if _RUN.search(text):
         signs += 1
     return 4 if signs >= 3 else signs

@@ -1,0 +1,208 @@
+"""Contenders that run as their own process: the Kafka Streams reference gate and the faust agent.
+
+Each reads the bench's activity topic and consent.state, writes JSON decisions (naming the
+input's partition and offset) to its own decisions topic and passed records to its own sinks.
+Throughput: its decisions counted as they become readable (read_committed), from the first to
+the last. Latency: the same process, caught up, fed at half that rate by the paced producer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
+from consentgate.connectors.kafka import admin, consumer
+
+from bench.common import Workbench
+from bench.latency import Observer, latencies_ms, paced_copy
+
+HERE = Path(__file__).resolve().parent
+KSTREAMS = HERE / "kstreams"
+
+
+@dataclass
+class ExternalRun:
+    rate: float
+    latencies: list[float]
+    settings: str  # how the contender was tuned, for RESULTS.md
+
+
+def _catalog_json(bench: Workbench, name: str) -> str:
+    return json.dumps({"purposes": {
+        p.name: {"terms_version": p.terms_version, "categories": list(p.categories),
+                 "sink": bench.settings.topic(f"{name}.{p.sink_topic}")}
+        for p in bench.catalog.purposes.values()}})
+
+
+def _create(bench: Workbench, names: list[str]) -> None:
+    client = admin(bench.settings)
+    futures = client.create_topics([NewTopic(n, bench.settings.partitions, 1) for n in names])
+    for f in futures.values():
+        f.result()
+    time.sleep(1.0)
+
+
+def build_kstreams() -> str:
+    """Compile the reference gate with Maven (once) and return its classpath."""
+    cp = KSTREAMS / "cp.txt"
+    classes = KSTREAMS / "target" / "classes" / "io" / "consentgate" / "bench" / "ReferenceGate.class"
+    source = KSTREAMS / "src" / "main" / "java" / "io" / "consentgate" / "bench" / "ReferenceGate.java"
+    if not (cp.exists() and classes.exists() and classes.stat().st_mtime >= source.stat().st_mtime):
+        subprocess.run(["mvn", "-q", "-B", "compile", "dependency:build-classpath", f"-Dmdep.outputFile={cp}"],
+                       cwd=KSTREAMS, check=True, timeout=1800)
+    return f"{KSTREAMS / 'target' / 'classes'}:{cp.read_text().strip()}"
+
+
+def kstreams_command(bench: Workbench, app: str, decisions: str, commit_ms: int = 100) -> list[str]:
+    s = bench.settings
+    return ["java", "-Xmx2g", "-cp", build_kstreams(), "io.consentgate.bench.ReferenceGate", s.require_bootstrap(),
+            s.require_registry(), app, bench.topics.activity, bench.topics.consent_state, decisions,
+            _catalog_json(bench, "ks"), str(commit_ms)]
+
+
+def faust_command(bench: Workbench, app: str, decisions: str) -> list[str]:
+    s = bench.settings
+    return [sys.executable, "-m", "bench.faust_gate", json.dumps({
+        "bootstrap": s.require_bootstrap(), "registry": s.require_registry(), "app": app,
+        "activity": bench.topics.activity, "consent": bench.topics.consent_state, "decisions": decisions,
+        "partitions": s.partitions, "catalog": s.catalog and str(s.catalog),
+        "guarantee": os.environ.get("BENCH_FAUST_GUARANTEE", "exactly_once"),
+        "sinks": json.loads(_catalog_json(bench, "faust"))})]
+
+
+def _count(bench: Workbench, topic: str, expected: int, timeout: float) -> tuple[float, float, int]:
+    """Read ``topic`` (read_committed) until ``expected`` records; (first seen, last seen, count)."""
+    reader = consumer(bench.settings, f"count-{uuid.uuid4()}", **{"fetch.wait.max.ms": 5})
+    parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, -2) for p in parts])
+    first = last = 0.0
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < expected and time.monotonic() < deadline:
+        batch = [m for m in reader.consume(2000, 0.5) if m.error() is None]
+        if batch:
+            now = time.monotonic()
+            first = first or now
+            last = now
+            seen += len(batch)
+    reader.close()
+    return first, last, seen
+
+
+def _records_in(bench: Workbench, topic: str) -> int:
+    """Records in a topic written without transactions: the sum of its high watermarks."""
+    reader = consumer(bench.settings, f"size-{uuid.uuid4()}")
+    parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    total = sum(reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    reader.close()
+    return total
+
+
+def _start(command: list[str], log_path: Path) -> tuple[subprocess.Popen[bytes], Any]:
+    log = open(log_path, "w")  # noqa: SIM115 - closed by _stop
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)), log
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+    log.close()
+
+
+def _command(bench: Workbench, name: str, app: str, decisions: str) -> tuple[list[str], str]:
+    if name == "ks":
+        return kstreams_command(bench, app, decisions), (
+            "Kafka Streams 4.1.1, exactly_once_v2, commit.interval.ms=100, 1 stream thread, max.poll.records=2000, "
+            "linger.ms=5, batch.size=256 KiB, KTable on consent.state (source topic reused as its changelog)")
+    return faust_command(bench, app, decisions), (
+        "faust-streaming 0.15, processing_guarantee=exactly_once, in-memory table fed by an agent on "
+        "consent.state, send_soon, producer buffer 10000, stream_buffer_maxsize=4096, broker_commit_every=2000, "
+        "producer_linger=5 ms")
+
+
+def run_external(bench: Workbench, name: str, latency_count: int, limit: int | None = None) -> ExternalRun:
+    """Throughput over the activity topic (its first ``limit`` records), then latency in a fresh
+    instance whose group starts at the end of the activity topic (its table still recovers in full)."""
+    events = _records_in(bench, bench.topics.activity)
+    if limit is not None:
+        events = min(events, limit)
+    decisions = bench.settings.topic(f"{name}.decisions")
+    sinks = [json.loads(_catalog_json(bench, name))["purposes"][p]["sink"] for p in bench.catalog.purposes]
+    _create(bench, [decisions, *sinks])
+    app = f"{bench.settings.topic_prefix}{name}-{uuid.uuid4().hex[:6]}"
+    command, tuned = _command(bench, name, app, decisions)
+    proc, log = _start(command, HERE / f".{name}.log")
+    try:
+        first, last, seen = _count(bench, decisions, events, timeout=1800)
+    finally:
+        _stop(proc, log)
+    if seen < events:
+        raise RuntimeError(f"{name}: only {seen} of {events} decisions; see bench/.{name}.log")
+    rate = events / max(last - first, 1e-3)
+
+    count = min(latency_count, int(rate / 2 * 20))
+    app = f"{bench.settings.topic_prefix}{name}-lat-{uuid.uuid4().hex[:6]}"
+    _commit_at_end(bench, app, bench.topics.activity)
+    command, _ = _command(bench, name, app, decisions)
+    log_path = HERE / f".{name}-latency.log"
+    proc, log = _start(command, log_path)
+    try:
+        deadline = time.monotonic() + 120
+        while name == "ks" and "RUNNING" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)  # Kafka Streams says RUNNING once its table is restored
+        time.sleep(25 if name == "faust" else 5)  # faust logs no such line at warn level
+
+        def coords(msg: Any) -> tuple[int, int] | None:
+            d = json.loads(msg.value())
+            return (d["input"]["partition"], d["input"]["offset"])
+
+        observer = Observer(bench.settings, decisions, count, coords).start()
+        sent_at = paced_copy(bench.settings, bench.topics.activity, bench.topics.activity, rate / 2, count)
+        observer.join(120)
+        return ExternalRun(rate, latencies_ms(observer.seen, sent_at), tuned)
+    finally:
+        _stop(proc, log)
+
+
+def _commit_at_end(bench: Workbench, group: str, topic: str) -> None:
+    c = consumer(bench.settings, group)
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.commit(offsets=[TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                      for p in parts], asynchronous=False)
+    c.close()
+
+
+def main() -> None:
+    import argparse
+
+    from bench.common import load_activity, load_consent, workbench
+    from bench.latency import percentile
+
+    parser = argparse.ArgumentParser(description="one external contender on its own: python -m bench.external ks")
+    parser.add_argument("contender", choices=["ks", "faust"])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=20_000)
+    args = parser.parse_args()
+    bench = workbench(partitions=6, batch_size=2000)
+    load_consent(bench, args.users)
+    load_activity(bench, args.users, args.events)
+    run = run_external(bench, args.contender, 5_000)
+    print(f"{args.contender}: {run.rate:,.0f} msgs/s; latency at half: p50 {percentile(run.latencies, 0.5):.1f} ms, "
+          f"p99 {percentile(run.latencies, 0.99):.1f} ms over {len(run.latencies)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The faust-streaming contender: the same rules as an agent over activity.events, with a table
+fed from consent.state by a second agent (co-partitioned by user id).
+
+    python -m bench.faust_gate '<json config>'   (started by bench.external)
+
+It uses consentgate's own Avro decoding and its pure ``decide()``, so the difference measured
+is the stream engine, not the rules. Decisions and passed records are written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from datetime import datetime, timezone
+from typing import Any
+
+import faust
+from faust.transport.producer import ProducerBuffer
+
+from consentgate.catalog import load_catalog
+from consentgate.decision import decide
+from consentgate.model import Erased
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import activity_from_avro, consent_from_avro
+
+# faust's default of 100 buffered sends stalls the agent ("producer buffer full", faust#173)
+ProducerBuffer.max_messages = 10_000
+
+cfg: dict[str, Any] = json.loads(sys.argv[1])
+sys.argv[1:] = ["worker", "--loglevel", "warn"]
+catalog = load_catalog(cfg["catalog"])
+codecs = Codecs(registry_client(cfg["registry"]))
+decode_activity = codecs["ActivityEvent"].decode
+decode_consent = codecs["ConsentState"].decode
+partitions = int(cfg["partitions"])
+
+app = faust.App(cfg["app"], broker=f"kafka://{cfg['bootstrap']}", value_serializer="raw", key_serializer="raw",
+                processing_guarantee=cfg.get("guarantee", "exactly_once"), store="memory://", topic_partitions=partitions,
+                stream_buffer_maxsize=4096, broker_commit_every=2000, web_enabled=False,
+                consumer_auto_offset_reset="earliest", table_standby_replicas=0, producer_linger=0.005,
+                datadir=tempfile.mkdtemp(prefix="faust-"))
+consent_topic = app.topic(cfg["consent"], key_type=bytes, value_type=bytes, partitions=partitions)
+activity_topic = app.topic(cfg["activity"], key_type=bytes, value_type=bytes, partitions=partitions)
+decisions_topic = app.topic(cfg["decisions"], key_type=bytes, value_type=bytes, partitions=partitions)
+sinks = {name: app.topic(p["sink"], key_type=bytes, value_type=bytes, partitions=partitions)
+         for name, p in cfg["sinks"]["purposes"].items()}
+consent = app.Table("consent", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+ERASED = b""
+
+
+@app.agent(consent_topic)
+async def feed(stream: Any) -> None:
+    async for event in stream.events():
+        consent[event.key] = event.value if event.value is not None else ERASED
+
+
+@app.agent(activity_topic)
+async def gate(stream: Any) -> None:
+    async for event in stream.events():
+        msg = event.message
+        record = activity_from_avro(decode_activity(event.value, msg.topic, msg.partition, msg.offset))
+        raw = consent.get(record.user_id.encode())
+        state = None if raw is None else Erased(record.user_id) if raw == ERASED else consent_from_avro(
+            decode_consent(raw, cfg["consent"]))
+        now = datetime.now(timezone.utc)
+        decision = decide(record, state, catalog, now)
+        outcomes = [{"purpose": o.purpose, "passed": o.passed, "reason": o.reason and o.reason.value}
+                    for o in decision.outcomes]
+        decisions_topic.send_soon(key=event.key, value=json.dumps({
+            "event_id": record.event_id, "user_id": record.user_id, "category": record.category,
+            "decided_at": now.isoformat(), "outcomes": outcomes, "consent_version": decision.consent_version,
+            "input": {"partition": msg.partition, "offset": msg.offset}}).encode())
+        for o in decision.outcomes:
+            if o.passed and o.grant is not None:
+                sinks[o.purpose].send_soon(key=event.key, value=json.dumps({
+                    "event_id": record.event_id, "purpose": o.purpose, "category": record.category,
+                    "occurred_at": record.occurred_at.isoformat(), "payload": record.payload,
+                    "receipt_id": o.grant.receipt_id, "consent_version": decision.consent_version}).encode())
+
+
+if __name__ == "__main__":
+    app.main()
