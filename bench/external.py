@@ -128,8 +128,8 @@ def _command(bench: Workbench, name: str, app: str, decisions: str) -> tuple[lis
             "Kafka Streams 4.1.1, exactly_once_v2, commit.interval.ms=100, 1 stream thread, max.poll.records=2000, "
             "linger.ms=5, batch.size=256 KiB, KTable on consent.state (source topic reused as its changelog)")
     return faust_command(bench, app, decisions), (
-        "faust-streaming 0.15, processing_guarantee=exactly_once, in-memory table fed by an agent on "
-        "consent.state, send_soon, producer buffer 10000, stream_buffer_maxsize=4096, broker_commit_every=2000, "
+        "faust-streaming 0.15, processing_guarantee=exactly_once, consent table loaded from consent.state and "
+        "kept current by an agent, send_soon, producer buffer 10000, stream_buffer_maxsize=4096, broker_commit_every=2000, "
         "producer_linger=5 ms")
 
 
