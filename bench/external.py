@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import random
+from collections.abc import Callable
+from datetime import datetime, timezone
+
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
-from consentgate.connectors.kafka import admin, consumer
+from consentgate.connectors.kafka import admin, consumer, produce, producer
+from consentgate.model import ActivityEvent
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import activity_to_avro
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
+from consentgate.synthetic import user_id
 
 from bench.common import Workbench
 from bench.latency import Observer, latencies_ms, paced_copy
@@ -34,6 +43,7 @@ class ExternalRun:
     rate: float
     latencies: list[float]
     settings: str  # how the contender was tuned, for RESULTS.md
+    revocations: list[float]  # ms from a revocation's acknowledgement to the first decision that applies it
 
 
 def _catalog_json(bench: Workbench, name: str) -> str:
@@ -169,12 +179,69 @@ def run_external(bench: Workbench, name: str, latency_count: int, limit: int | N
             d = json.loads(msg.value())
             return (d["input"]["partition"], d["input"]["offset"])
 
+        # Warm up at the measured rate (JIT, caches, fetch sessions), then let the backlog drain.
+        warm = min(count, int(rate / 2 * 10))
+        paced_copy(bench.settings, bench.topics.activity, bench.topics.activity, rate / 2, warm)
+        time.sleep(10)
         observer = Observer(bench.settings, decisions, count, coords).start()
         sent_at = paced_copy(bench.settings, bench.topics.activity, bench.topics.activity, rate / 2, count)
         observer.join(120)
-        return ExternalRun(rate, latencies_ms(observer.seen, sent_at), tuned)
+        return ExternalRun(rate, latencies_ms(observer.seen, sent_at), tuned, revocation_latency(bench, decisions))
     finally:
         _stop(proc, log)
+
+
+def _decided_ms(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp() * 1000
+    return datetime.fromisoformat(value).timestamp() * 1000
+
+
+def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
+                       parse: Callable[[Any], dict[str, Any]] = lambda msg: json.loads(msg.value())) -> list[float]:
+    """Revoke users one at a time; after each acknowledgement, send that user a probe activity every 50 ms
+    until a decision at the new consent version appears. Latency: that decision's decided_at minus the
+    acknowledgement (the moment the contender applied the revocation, as consentgate's histogram measures)."""
+    settings = bench.settings
+    reader = consumer(settings, f"revocations-{uuid.uuid4()}", **{"fetch.wait.max.ms": 5})
+    parts = reader.list_topics(decisions, timeout=10).topics[decisions].partitions
+    reader.assign([TopicPartition(decisions, p, -1) for p in parts])
+    reader.consume(1, 1.0)
+    out = producer(settings)
+    rng = random.Random(7)
+    results: list[float] = []
+    with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, bench.catalog) as writer:
+        encode = Codecs(registry)["ActivityEvent"].writer_for(bench.topics.activity)
+        tried = 0
+        while len(results) < revocations and tried < revocations * 20:
+            tried += 1
+            user = user_id(rng.randrange(1000))
+            try:
+                [receipt] = writer.apply([ConsentRequest("revoke", user, source="bench")])
+            except Exception:  # noqa: BLE001 - a user with nothing left to revoke: pick another
+                continue
+            acked_ms, version = time.time() * 1000, receipt["consent_version"]
+            deadline = time.monotonic() + 15
+            found = None
+            while found is None and time.monotonic() < deadline:
+                probe = ActivityEvent(f"probe-{uuid.uuid4()}", user, "search", datetime.now(timezone.utc), "bench",
+                                      {"query": "probe"})
+                produce(out, bench.topics.activity, encode(activity_to_avro(probe)), user.encode())
+                out.flush(5)
+                until = time.monotonic() + 0.05
+                while found is None and time.monotonic() < until:
+                    for msg in reader.consume(500, 0.01):
+                        if msg.error() is None:
+                            d = parse(msg)
+                            if d["user_id"] == user and (d["consent_version"] or 0) >= version:
+                                found = _decided_ms(d["decided_at"]) - acked_ms
+                                break
+            if found is not None:
+                results.append(found)
+    reader.close()
+    return results
 
 
 def _commit_at_end(bench: Workbench, group: str, topic: str) -> None:
@@ -201,7 +268,9 @@ def main() -> None:
     load_activity(bench, args.users, args.events)
     run = run_external(bench, args.contender, 5_000)
     print(f"{args.contender}: {run.rate:,.0f} msgs/s; latency at half: p50 {percentile(run.latencies, 0.5):.1f} ms, "
-          f"p99 {percentile(run.latencies, 0.99):.1f} ms over {len(run.latencies)}")
+          f"p99 {percentile(run.latencies, 0.99):.1f} ms over {len(run.latencies)}; revocation p50 "
+          f"{percentile(run.revocations, 0.5):.0f} ms, p99 {percentile(run.revocations, 0.99):.0f} ms over "
+          f"{len(run.revocations)}")
 
 
 if __name__ == "__main__":
