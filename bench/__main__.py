@@ -94,7 +94,7 @@ def latency_passthrough(bench: Workbench, rate: float, count: int, sink: str) ->
     return latencies_ms(observer.seen, sent_at)
 
 
-def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float]
+def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float], probes: int = 20
                  ) -> tuple[list[float], tuple[float, float, int]]:
     settings = bench.settings
     group = f"{settings.topic_prefix}lat-gate-{uuid.uuid4().hex[:6]}"
@@ -124,8 +124,8 @@ def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float]
 
     assert revoker_ready.wait(600), "the revoker could not take the consent partitions"
     # The same warm-up as the external contenders get (bench.external), then let the backlog drain.
-    paced_copy(settings, bench.topics.activity, bench.topics.activity, rate, min(count, int(rate * 10)))
-    time.sleep(10)
+    paced_copy(settings, bench.topics.activity, bench.topics.activity, rate, min(count, int(rate * 5)))
+    time.sleep(5)
     observer = Observer(settings, bench.topics.decisions, count, coords).start()
     sent_at = paced_copy(settings, bench.topics.activity, bench.topics.activity, rate, count)
     observer.join(120)
@@ -134,7 +134,7 @@ def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float]
     revocations = _metric_quantiles(urllib.request.urlopen(url, timeout=5).read().decode(),
                                     "consentgate_revocation_enforcement_seconds")
     try:
-        probed[:] = revocation_latency(bench, bench.topics.decisions,
+        probed[:] = revocation_latency(bench, bench.topics.decisions, probes,
                                        parse=lambda msg: decode.decode(msg.value(), msg.topic()))
     except Exception as exc:  # noqa: BLE001 - reported as a missing figure, the rest of the run stands
         print(f"  !! probed revocation latency failed: {exc}")
@@ -201,8 +201,8 @@ def main() -> None:
     for name, label in (("ks", "kafka-streams"), ("faust", "faust-streaming")):
         timed(f"{label}: throughput, then latency at half of its maximum")
         try:
-            ext = run_external(bench, name, count, limit=(60_000 if name == "faust" else None) if args.quick
-                               else (200_000 if name == "faust" else None))
+            ext = run_external(bench, name, count, limit=(30_000 if name == "faust" else None) if args.quick
+                               else (200_000 if name == "faust" else None), revocations=10 if args.quick else 20)
         except Exception as exc:  # noqa: BLE001 - a contender that fails is reported, not hidden
             rows.append({"contender": label, "figure": "throughput", "value": 0, "unit": "msgs/s",
                          "error": str(exc)[:300]})
@@ -224,7 +224,8 @@ def main() -> None:
     timed("latency at half of each contender's own maximum")
     pt = latency_passthrough(bench, raw_rate / 2, min(count, int(raw_rate / 2 * 20)), sink)
     probed: list[float] = []
-    gl, (rev50, rev99, revs) = latency_gate(bench, gate_rate / 2, min(count, int(gate_rate / 2 * 20)), probed)
+    gl, (rev50, rev99, revs) = latency_gate(bench, gate_rate / 2, min(count, int(gate_rate / 2 * 20)), probed,
+                                            10 if args.quick else 20)
     for name, lat, rate in (("passthrough", pt, raw_rate / 2), ("consentgate", gl, gate_rate / 2)):
         rows += [{"contender": name, "figure": f"e2e latency p50 at {rate:,.0f} msgs/s", "value":
                   round(percentile(lat, 0.5), 1), "unit": "ms", "samples": len(lat)},

@@ -143,7 +143,8 @@ def _command(bench: Workbench, name: str, app: str, decisions: str) -> tuple[lis
         "producer_linger=5 ms")
 
 
-def run_external(bench: Workbench, name: str, latency_count: int, limit: int | None = None) -> ExternalRun:
+def run_external(bench: Workbench, name: str, latency_count: int, limit: int | None = None,
+                 revocations: int = 20) -> ExternalRun:
     """Throughput over the activity topic (its first ``limit`` records), then latency in a fresh
     instance whose group starts at the end of the activity topic (its table still recovers in full)."""
     events = _records_in(bench, bench.topics.activity)
@@ -180,13 +181,14 @@ def run_external(bench: Workbench, name: str, latency_count: int, limit: int | N
             return (d["input"]["partition"], d["input"]["offset"])
 
         # Warm up at the measured rate (JIT, caches, fetch sessions), then let the backlog drain.
-        warm = min(count, int(rate / 2 * 10))
+        warm = min(count, int(rate / 2 * 5))
         paced_copy(bench.settings, bench.topics.activity, bench.topics.activity, rate / 2, warm)
-        time.sleep(10)
+        time.sleep(5)
         observer = Observer(bench.settings, decisions, count, coords).start()
         sent_at = paced_copy(bench.settings, bench.topics.activity, bench.topics.activity, rate / 2, count)
         observer.join(120)
-        return ExternalRun(rate, latencies_ms(observer.seen, sent_at), tuned, revocation_latency(bench, decisions))
+        return ExternalRun(rate, latencies_ms(observer.seen, sent_at), tuned,
+                           revocation_latency(bench, decisions, revocations))
     finally:
         _stop(proc, log)
 
@@ -223,7 +225,7 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
             except Exception:  # noqa: BLE001 - a user with nothing left to revoke: pick another
                 continue
             acked_ms, version = time.time() * 1000, receipt["consent_version"]
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 5
             found = None
             while found is None and time.monotonic() < deadline:
                 probe = ActivityEvent(f"probe-{uuid.uuid4()}", user, "search", datetime.now(timezone.utc), "bench",
