@@ -8,6 +8,7 @@ Money is integers only: values in micro-units of the catalog currency, payouts i
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -152,6 +153,8 @@ def connect(url: str) -> Engine:
     except Exception as exc:  # noqa: BLE001 - bad URL or missing driver
         raise ConfigurationError(f"ledger URL {url!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         _sqlite_serialised(engine)
     try:
         migrate(engine)

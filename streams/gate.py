@@ -141,6 +141,9 @@ class Gate:
         log.info("consent view recovered: %d users in %.1fs", len(self.view), time.monotonic() - started)
         if self.settings.metrics_port is not None:
             self.metrics.serve(self.settings.metrics_port)
+        if self._stopping:  # asked to stop while starting: nothing was consumed or written
+            self._consumer.close()
+            return self.stats
         self._producer = self._new_producer()
         self._consumer.subscribe([self.topics.activity])
         self.ready.set()

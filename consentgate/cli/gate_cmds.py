@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(p, "consent-store", "where the consent view lives", choices=["memory", "rocksdb"])
     p.add_argument("--until-idle", type=float, metavar="SECONDS",
                    help="exit after this long without input (for batch runs and tests)")
-    p.set_defaults(run=run_gate)
+    p.set_defaults(run=run_gate, worker=True)
 
 
 def run_gate(args: argparse.Namespace) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from consentgate.cli import early  # first: a SIGTERM during start-up must not kill a worker mid-start
+
 import argparse
 import logging
+import signal
 import sys
 
 from pydantic import ValidationError
@@ -23,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not getattr(args, "worker", False):  # only workers finish their batch on SIGTERM
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if early.RECEIVED:
+            return 128 + signal.SIGTERM
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "httpcore", "httpcore2"):

@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(run, "max-units", "a contribution claiming more units goes to the metering DLQ", type=int)
     run.add_argument("--until-idle", type=float, metavar="SECONDS",
                      help="exit after this long without input (for batch runs and tests)")
-    run.set_defaults(run=run_metering)
+    run.set_defaults(run=run_metering, worker=True)
 
     pool = msub.add_parser("pool", help="declare the revenue (or dividend) pool of a purpose for a period")
     _add_ledger(pool)

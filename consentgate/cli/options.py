@@ -9,6 +9,7 @@ from types import FrameType
 from typing import Any
 
 from consentgate.catalog import Catalog, load_catalog
+from consentgate.cli import early
 from consentgate.settings import Settings
 
 
@@ -45,3 +46,5 @@ def stop_on_signals(stop: Callable[[], None]) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if early.RECEIVED:  # asked to stop while still starting
+        stop()

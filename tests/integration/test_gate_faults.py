@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -295,3 +296,19 @@ def test_rereading_an_unchanged_partition_sees_every_state(settings: Settings, t
         first, _ = writer._read_partition(partition)
         second, _ = writer._read_partition(partition)
     assert "reread" in first and second == first
+
+
+def test_sigterm_while_starting_exits_cleanly(settings: Settings, topics: TopicNames) -> None:
+    """A worker told to stop before it has finished starting still exits 0 (it has written nothing)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    env.update({"CONSENTGATE_BOOTSTRAP_SERVERS": settings.require_bootstrap(),
+                "CONSENTGATE_SCHEMA_REGISTRY_URL": settings.require_registry(),
+                "CONSENTGATE_TOPIC_PREFIX": settings.topic_prefix, "CONSENTGATE_DATA_DIR": str(settings.data_dir),
+                "CONSENTGATE_PSEUDONYM_SECRET": settings.require_secret().decode(),
+                "CONSENTGATE_GROUP_ID": settings.group_id})
+    for command in (["gate"], ["metering", "run"]):
+        proc = subprocess.Popen([sys.executable, "-m", "consentgate.cli.main", *command], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # still importing
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, command
