@@ -44,6 +44,10 @@ from consentgate.settings import Settings
 
 ATTEMPTS = 12
 VERSION_HEADER = "consent-version"
+RECEIPT_HEADER = "consent-receipt"
+
+# topic, key, value, partition (None: by key), the user's consent version, the receipt id
+_Output = tuple[str, str, bytes | None, int | None, int, str]
 
 
 class ConsentWriteError(ConsentGateError):
@@ -116,7 +120,9 @@ class ConsentWriter:
 
     # -- reading -------------------------------------------------------------------------
 
-    def _read_partition(self, partition: int) -> tuple[dict[str, ConsentLookup], dict[str, int]]:
+    def _read_partition(self, partition: int, wanted: frozenset[str] = frozenset()
+                        ) -> tuple[dict[str, ConsentLookup], dict[str, int], set[str]]:
+        """States and versions of the partition's users, and which of the ``wanted`` receipts it holds."""
         tp = TopicPartition(self.topics.consent_state, partition)
         ends = stable_ends(self._admin, [tp])
         # A fresh consumer each time: right after a re-assign librdkafka can still report the previous
@@ -125,6 +131,7 @@ class ConsentWriter:
         reader.assign([TopicPartition(tp.topic, partition, -2)])
         states: dict[str, ConsentLookup] = {}
         versions: dict[str, int] = {}
+        found: set[str] = set()
         try:
             records = list(read_until(reader, ends))
         finally:
@@ -135,6 +142,8 @@ class ConsentWriter:
             for name, raw in msg.headers() or ():
                 if name == VERSION_HEADER and raw:
                     versions[user] = max(versions.get(user, 0), int(raw))
+                elif name == RECEIPT_HEADER and wanted and raw and raw.decode() in wanted:
+                    found.add(raw.decode())
             if msg.value() is None:
                 states[user] = Erased(user)
                 continue
@@ -142,7 +151,7 @@ class ConsentWriter:
                                                                           partition, msg.offset()))
             states[user] = state
             versions[user] = max(versions.get(user, 0), state.version)
-        return states, versions
+        return states, versions, found
 
     def show(self, user_id: str) -> ConsentLookup:
         """The user's committed consent, read from consent.state."""
@@ -150,15 +159,17 @@ class ConsentWriter:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _acquire(self, partition: int) -> _Owned:
+    def _acquire(self, partition: int, wanted: frozenset[str] = frozenset()) -> tuple[_Owned, set[str]]:
+        """Own ``partition`` (reading it if newly taken) and say which ``wanted`` receipts it holds."""
         owned = self._owned.get(partition)
         if owned is not None:
-            return owned
+            return owned, set()
         txn_id = f"{self.settings.topic_prefix}consent-writer-{partition}"
         prod = producer(self.settings, **{"transactional.id": txn_id, "transaction.timeout.ms": 30000})
         prod.init_transactions(30)  # fences every other writer of this partition
-        owned = self._owned[partition] = _Owned(prod, *self._read_partition(partition))
-        return owned
+        states, versions, found = self._read_partition(partition, wanted)
+        owned = self._owned[partition] = _Owned(prod, states, versions)
+        return owned, found
 
     def apply(self, requests: list[ConsentRequest]) -> list[dict[str, Any]]:
         """Validate and commit ``requests``; returns their ConsentChange receipts in order."""
@@ -190,34 +201,53 @@ class ConsentWriter:
 
     def _commit(self, partition: int, requests: list[ConsentRequest], now: datetime) -> list[dict[str, Any]]:
         last_error: Exception | None = None
+        # Receipts of an attempt whose commit failed with an unknown outcome: a writer fenced while
+        # committing may still have committed, so before trying again the re-read partition is checked.
+        unsure: list[dict[str, Any]] = []
         for attempt in range(ATTEMPTS):
             try:
-                owned = self._acquire(partition)
+                owned, found = self._acquire(partition, frozenset(r["receipt_id"] for r in unsure))
             except (KafkaException, ReadTimeout) as exc:  # the broker is away: wait, then take it again
                 last_error = exc
                 self._owned.pop(partition, None)
                 self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
                 time.sleep(min(0.25 * 2 ** attempt, 3.0))
                 continue
+            if unsure and found:
+                if len(found) != len(unsure):  # one transaction: all of it is there or none
+                    raise ConsentWriteError(f"partition {partition} holds {len(found)} of {len(unsure)} "
+                                            "receipts of one transaction")
+                self._await_visible(partition)
+                return unsure
+            unsure = []
             states = dict(owned.states)
             versions = dict(owned.versions)
-            outputs: list[tuple[str, str, bytes | None, int | None, int]] = []
+            outputs: list[_Output] = []
             receipts = [self._change(req, states, versions, now, partition, outputs) for req in requests]
             prod = owned.producer
+            committing = False
             try:
                 prod.begin_transaction()
-                for topic, key, value, part, version in outputs:
+                for topic, key, value, part, version, receipt_id in outputs:
                     kwargs: dict[str, Any] = {"partition": part} if part is not None else {}
                     prod.produce(topic, value=value, key=key.encode(),
-                                 headers=[(VERSION_HEADER, str(version).encode())], **kwargs)
+                                 headers=[(VERSION_HEADER, str(version).encode()),
+                                          (RECEIPT_HEADER, receipt_id.encode())], **kwargs)
+                committing = True
                 prod.commit_transaction(30)  # a failed delivery fails the commit
             except KafkaException as exc:
                 last_error = exc
                 err = exc.args[0]
-                if err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-                    self._owned.pop(partition, None)  # another writer took the partition: re-read
+                if committing or err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
+                    # Fenced, or the commit's outcome is unknown: take the partition again. Its new
+                    # init_transactions settles the open transaction, and the re-read shows whether it landed.
+                    self._owned.pop(partition, None)
+                    unsure = receipts if committing else []
                 elif err.txn_requires_abort():
-                    prod.abort_transaction(30)
+                    try:
+                        prod.abort_transaction(30)
+                    except KafkaException:  # e.g. fenced while aborting
+                        self._owned.pop(partition, None)
                 elif not err.retriable():
                     self._owned.pop(partition, None)
                 # Jitter keeps two writers that fence each other from retrying in lockstep.
@@ -253,7 +283,7 @@ class ConsentWriter:
             time.sleep(0.005)
 
     def _change(self, req: ConsentRequest, states: dict[str, ConsentLookup], versions: dict[str, int],
-                now: datetime, partition: int, outputs: list[tuple[str, str, bytes | None, int | None, int]]
+                now: datetime, partition: int, outputs: list[_Output]
                 ) -> dict[str, Any]:
         current = states.get(req.user_id)
         version = versions.get(req.user_id, 0) + 1
@@ -280,7 +310,8 @@ class ConsentWriter:
             "plan": new_state.plan if isinstance(new_state, ConsentState) else None,
             "consent_version": version,
         }
-        outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None, version))
+        outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None, version,
+                        receipt_id))
         if isinstance(new_state, ConsentState):
             value: bytes | None = self._encode_state(consent_to_avro(new_state))
         else:
@@ -290,8 +321,8 @@ class ConsentWriter:
                 nym = pseudonym(secret, purpose.name, req.user_id)
                 outputs.append((self.topics.retractions, nym, self._encode_retraction({
                     "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
-                    "requested_at": now, "receipt_id": receipt_id}), None, version))
-        outputs.append((self.topics.consent_state, req.user_id, value, partition, version))
+                    "requested_at": now, "receipt_id": receipt_id}), None, version, receipt_id))
+        outputs.append((self.topics.consent_state, req.user_id, value, partition, version, receipt_id))
         states[req.user_id] = new_state
         versions[req.user_id] = version
         return receipt

@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from consentgate.connectors.kafka import admin, producer
 from consentgate.connectors.reader import stable_ends
 from consentgate.connectors.topics import TopicNames
@@ -293,9 +293,54 @@ def test_rereading_an_unchanged_partition_sees_every_state(settings: Settings, t
     with ConsentWriter(settings, catalog) as writer:
         writer.apply([ConsentRequest("grant", "reread", "post", GEN)])
         partition = writer.partition_of("reread")
-        first, _ = writer._read_partition(partition)
-        second, _ = writer._read_partition(partition)
+        first, _, _ = writer._read_partition(partition)
+        second, _, _ = writer._read_partition(partition)
     assert "reread" in first and second == first
+
+
+class _CommitFault:
+    """A transactional producer whose next commit fails, either after committing or instead of it.
+
+    This is what a writer sees when it is fenced, or loses its connection, while committing:
+    the commit's outcome is unknown to it.
+    """
+
+    def __init__(self, real: Producer, *, commits: bool) -> None:
+        self._real = real
+        self._commits = commits
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._real, name)
+
+    def commit_transaction(self, timeout: float) -> None:
+        if self._commits:
+            self._real.commit_transaction(timeout)
+        else:
+            self._real.abort_transaction(timeout)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "injected: commit outcome unknown"))
+
+
+def test_a_commit_with_unknown_outcome_is_applied_exactly_once(settings: Settings, topics: TopicNames,
+                                                               catalog: Catalog) -> None:
+    """Regression (seen in CI): a writer fenced while committing retried a change that had landed or had
+    not. After such a failure the writer re-takes the partition and looks for the attempt's receipts."""
+    receipts = []
+    with ConsentWriter(settings, catalog) as writer:
+        for user, commits in (("unsure-landed", True), ("unsure-lost", False)):
+            writer.apply([ConsentRequest("grant", user, "post", GEN)])
+            partition = writer.partition_of(user)
+            owned, _ = writer._acquire(partition)
+            owned.producer = _CommitFault(owned.producer, commits=commits)  # type: ignore[assignment]
+            receipts.append(writer.apply([ConsentRequest("grant", user, "post", REC)])[0])
+            state = writer.show(user)
+            assert isinstance(state, ConsentState)
+            assert (state.version, sorted(g.purpose for g in state.grants)) == (2, [GEN, REC])
+    assert [(r["user_id"], r["consent_version"]) for r in receipts] == [("unsure-landed", 2), ("unsure-lost", 2)]
+    changes = sorted((c["user_id"], c["purpose"], c["consent_version"]) for c in values(settings, topics.consent_changes))
+    assert changes == [("unsure-landed", GEN, 1), ("unsure-landed", REC, 2), ("unsure-lost", GEN, 1),
+                       ("unsure-lost", REC, 2)]
+    committed = {c["receipt_id"] for c in values(settings, topics.consent_changes)}
+    assert {r["receipt_id"] for r in receipts} <= committed
 
 
 def test_sigterm_while_starting_exits_cleanly(settings: Settings, topics: TopicNames) -> None:
