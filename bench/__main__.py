@@ -34,7 +34,7 @@ from bench.consent_view import _CHILD, load_states
 from bench.external import revocation_latency, run_external
 from bench.gate_scaling import run_workers
 from bench.gate_throughput import measure
-from bench.latency import Observer, header_stamp, latencies_ms, paced_copy, percentile
+from bench.latency import Observer, header_stamp, latencies_ms, paced_copy, percentile, warm_up
 from consentgate.settings import Settings
 from consentgate.synthetic import user_id
 
@@ -123,9 +123,8 @@ def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float],
         return (d["input"]["partition"], d["input"]["offset"])
 
     assert revoker_ready.wait(600), "the revoker could not take the consent partitions"
-    # The same warm-up as the external contenders get (bench.external), then let the backlog drain.
-    paced_copy(settings, bench.topics.activity, bench.topics.activity, rate, min(count, int(rate * 5)))
-    time.sleep(5)
+    # The same warm-up as the external contenders get (bench.external).
+    warm_up(settings, bench.topics.activity, bench.topics.decisions, rate, max(100, int(rate * 5)), coords)
     observer = Observer(settings, bench.topics.decisions, count, coords).start()
     sent_at = paced_copy(settings, bench.topics.activity, bench.topics.activity, rate, count)
     observer.join(120)
@@ -201,8 +200,8 @@ def main() -> None:
     for name, label in (("ks", "kafka-streams"), ("faust", "faust-streaming")):
         timed(f"{label}: throughput, then latency at half of its maximum")
         try:
-            ext = run_external(bench, name, count, limit=(30_000 if name == "faust" else None) if args.quick
-                               else (200_000 if name == "faust" else None), revocations=10 if args.quick else 20)
+            ext = run_external(bench, name, count, limit=(10_000 if name == "faust" else None) if args.quick
+                               else (100_000 if name == "faust" else None), revocations=10 if args.quick else 20)
         except Exception as exc:  # noqa: BLE001 - a contender that fails is reported, not hidden
             rows.append({"contender": label, "figure": "throughput", "value": 0, "unit": "msgs/s",
                          "error": str(exc)[:300]})
@@ -223,6 +222,7 @@ def main() -> None:
 
     timed("latency at half of each contender's own maximum")
     pt = latency_passthrough(bench, raw_rate / 2, min(count, int(raw_rate / 2 * 20)), sink)
+    timed("consentgate: latency, then probed revocations")
     probed: list[float] = []
     gl, (rev50, rev99, revs) = latency_gate(bench, gate_rate / 2, min(count, int(gate_rate / 2 * 20)), probed,
                                             10 if args.quick else 20)
@@ -250,6 +250,7 @@ def main() -> None:
         timed(f"consent view recovery, {view_users:,} users")
         rows += recovery(view_users)
 
+    timed("done")
     conditions = {"cores": cores(), "record_bytes": round(size / events), "partitions": 6, "records": events,
                   "consent_users": users, "batch": 2000, "mode": "quick" if args.quick else "full",
                   "minutes": round((time.monotonic() - started) / 60, 1), "tuning": tuning}

@@ -82,6 +82,11 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+_STARTED = time.monotonic()
+
+
 def timed(label: str) -> float:
-    print(f"  .. {label}", flush=True)
-    return time.monotonic()
+    """Announce a phase, with the minutes since the bench started, so slow phases show in the log."""
+    now = time.monotonic()
+    print(f"  .. [{(now - _STARTED) / 60:5.1f} min] {label}", flush=True)
+    return now

@@ -51,7 +51,12 @@ ERASED = b""
 
 
 def _load_consent() -> dict[bytes, bytes]:
-    """consent.state read to its end before the agents start."""
+    """consent.state read to its end before the agents start.
+
+    The feeding agent then starts where this read ended: the app's group commits those positions.
+    Without that it would replay the whole topic through the event loop first, and apply revocations
+    made meanwhile only after that replay (minutes behind at 100,000 users).
+    """
     reader = Consumer({"bootstrap.servers": cfg["bootstrap"], "group.id": f"load-{uuid.uuid4()}",
                        "isolation.level": "read_committed", "enable.auto.commit": False})
     parts = reader.list_topics(cfg["consent"], timeout=10).topics[cfg["consent"]].partitions
@@ -64,7 +69,11 @@ def _load_consent() -> dict[bytes, bytes]:
         for m in batch:
             if m.error() is None:
                 table[m.key()] = m.value() if m.value() is not None else ERASED
+    ends = reader.position([TopicPartition(cfg["consent"], p) for p in parts])
     reader.close()
+    group = Consumer({"bootstrap.servers": cfg["bootstrap"], "group.id": cfg["app"], "enable.auto.commit": False})
+    group.commit(offsets=[tp for tp in ends if tp.offset >= 0], asynchronous=False)
+    group.close()
     return table
 
 

@@ -100,6 +100,18 @@ class Observer:
         reader.close()
 
 
+def warm_up(settings: Settings, topic: str, outputs: str, rate: float, count: int,
+            identify: Callable[[Message], Coords | int | None], timeout: float = 300.0) -> None:
+    """Feed ``count`` records of ``topic`` back into it at ``rate`` and wait until the contender has
+    written an output for every one: it is then running, caught up and warm (JIT, caches, fetch
+    sessions), and the measured window that follows starts from an empty backlog."""
+    observer = Observer(settings, outputs, count, identify).start()
+    paced_copy(settings, topic, topic, rate, count)
+    observer.join(timeout)
+    if len(observer.seen) < count:
+        raise RuntimeError(f"warm-up: {len(observer.seen)} of {count} outputs on {outputs} within {timeout:.0f}s")
+
+
 def latencies_ms(seen: list[tuple[Coords | int, int]], sent_at: dict[Coords, int]) -> list[float]:
     out = []
     for key, seen_ns in seen:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select, text
-
 from consentgate.connectors.ledger import connect, contributions, valuations
 from consentgate.streams.metering import MeteringWorker
+from sqlalchemy import Engine, func, select, text
 
 from bench.common import Workbench, cores, load_activity, load_consent, timed, workbench
 from bench.gate_throughput import measure
@@ -65,24 +63,15 @@ def run(bench: Workbench, events: int, ledger_url: str | None) -> MeteringRun:
     engine = connect(ledger_url)
     timed("metering worker")
     worker = MeteringWorker(settings, bench.catalog, engine)
-    first: list[float] = []
-    started = time.monotonic()
-    original = worker._batch
-
-    def batch(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if not first:
-            first.append(time.monotonic())
-        original(*args, **kwargs)
-        first[1:] = [time.monotonic()]
-
-    worker._batch = batch  # type: ignore[method-assign]
     worker.run(idle_exit_s=3.0)
     expected = sum(gate.stats.passed.values())
     assert worker.stats.credited == expected, (worker.stats, expected)
     with engine.connect() as conn:
         stored = conn.execute(select(func.count()).select_from(contributions)).scalar_one()
         assert stored == expected == conn.execute(select(func.count()).select_from(valuations)).scalar_one()
-    seconds = first[-1] - first[0] if len(first) > 1 else time.monotonic() - started
+    first, last = worker.stats.first_batch_at, worker.stats.last_batch_at
+    assert first is not None and last is not None, "the metering worker stored nothing"
+    seconds = max(last - first, 1e-3)
     size = ledger_bytes(engine, sqlite_file)
     engine.dispose()
     return MeteringRun(gate_rate, expected / seconds, expected, size, engine.dialect.name)

@@ -53,14 +53,17 @@ def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = 
             "average_quality": round(float(quality), 3), "duplicates": int(dups),
             "rate_per_unit": str(Decimal(int(rate)) / 1_000_000), "value": _money(int(micros), 6),
             "arrived_late": int(late), "receipt_id": receipt, "receipts": int(receipts)})
+    cents: dict[str, int] = {}
+    credits: dict[str, int] = {}
     for p, purpose, plan, kind, amount in paid:
         entry = by_period.setdefault(p, {"period": p, "status": status.get(p, "open"), "uses": [], "payouts": []})
         entry["payouts"].append({"purpose": purpose, "plan": plan, "kind": kind,
                                  "amount": _money(amount, 2) if kind == "cash" else int(amount)})
-    for entry in by_period.values():
-        entry["cash"] = _money(sum(int(x["amount"].replace(".", "")) for x in entry["payouts"]
-                                   if x["kind"] == "cash"), 2)
-        entry["credits"] = sum(x["amount"] for x in entry["payouts"] if x["kind"] == "credits")
+        totals = cents if kind == "cash" else credits
+        totals[p] = totals.get(p, 0) + int(amount)
+    for p, entry in by_period.items():
+        entry["cash"] = _money(cents.get(p, 0), 2)
+        entry["credits"] = credits.get(p, 0)
     return {"user_id": user_id, "currency": catalog.currency, "periods": list(by_period.values())}
 
 

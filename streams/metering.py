@@ -63,6 +63,8 @@ class MeteringStats:
     retries: int = 0
     late: int = 0
     redelivered: int = 0  # already in the ledger under another offset: skipped
+    first_batch_at: float | None = None  # time.monotonic() when the first batch began
+    last_batch_at: float | None = None  # ... and when the last one was stored
 
 
 @dataclass
@@ -114,7 +116,10 @@ class MeteringWorker:
                             break
                         continue
                     idle_since = time.monotonic()
+                    if self.stats.first_batch_at is None:
+                        self.stats.first_batch_at = idle_since
                     self._batch(msgs, decode, encode_dlq, prod, cons)
+                    self.stats.last_batch_at = time.monotonic()
             finally:
                 cons.close()
                 prod.flush(30)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
 from sqlalchemy import Engine
-from types import FrameType
 
 from consentgate.catalog import Catalog
 from consentgate.cli.options import add_connection, catalog_of, flag, settings_from, stop_on_signals

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, insert, select
 
-from consentgate.catalog import Catalog, load_catalog
+from consentgate.catalog import load_catalog
 from consentgate.connectors.ledger import connect, contributions, payouts, pools, statements, valuations
 from consentgate.errors import LedgerError
 from consentgate.periods import close_period, declare_pool, parse_amount
