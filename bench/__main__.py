@@ -146,8 +146,7 @@ def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float],
 def _revoke_while(bench: Workbench, stop: threading.Event, ready: threading.Event) -> None:
     rng = random.Random(1)
     with ConsentWriter(bench.settings, bench.catalog) as writer:
-        for partition in range(bench.settings.partitions):
-            writer._acquire(partition)  # read every partition once, before the measured window
+        writer.warm()  # read every partition once, before the measured window
         ready.set()
         while not stop.wait(0.3):
             user = user_id(rng.randrange(1000))

@@ -223,14 +223,16 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
     pending: dict[str, tuple[float, int]] = {}  # user -> (acknowledged at, ms since the epoch; new version)
     with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, bench.catalog) as writer:
         encode = Codecs(registry)["ActivityEvent"].writer_for(bench.topics.activity)
-        for partition in range(settings.partitions):
-            writer._acquire(partition)  # read every consent partition once, before the clock starts
+        writer.warm()  # read every consent partition once, before the clock starts
         revoked = tried = 0
         used: set[str] = set()
         next_revocation = time.monotonic()
         deadline = time.monotonic() + timeout_s
-        while (revoked < revocations or pending) and time.monotonic() < deadline:
-            if revoked < revocations and tried < revocations * 20 and time.monotonic() >= next_revocation:
+        while time.monotonic() < deadline:
+            revoking = revoked < revocations and tried < revocations * 20  # else: too few users left with consent
+            if not (revoking or pending):
+                break
+            if revoking and time.monotonic() >= next_revocation:
                 tried += 1
                 user = user_id(rng.randrange(1000))
                 if user in used:
@@ -243,8 +245,6 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
                 pending[user] = (time.time() * 1000, receipt["consent_version"])
                 revoked += 1
                 next_revocation = time.monotonic() + spacing_s
-            elif revoked < revocations and tried >= revocations * 20:
-                break  # too few users with consent left to revoke
             now = time.time() * 1000
             for user, (acked_ms, _) in pending.items():
                 if now - acked_ms > probe_s * 1000:

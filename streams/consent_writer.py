@@ -115,6 +115,11 @@ class ConsentWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def warm(self) -> None:
+        """Take and read every consent.state partition now, so that later changes do not pay for it."""
+        for partition in range(self._partitions):
+            self._acquire(partition)
+
     def partition_of(self, user_id: str) -> int:
         return partition_for(user_id.encode(), self._partitions)
 

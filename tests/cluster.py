@@ -68,7 +68,7 @@ def _containers() -> Iterator[RunningCluster]:
 
 
 @contextlib.contextmanager
-def _embedded(data_dir: Path) -> Iterator[RunningCluster]:
+def embedded_cluster(data_dir: Path) -> Iterator[RunningCluster]:
     from consentgate.cluster import embedded
     from consentgate.settings import Settings
 
@@ -90,5 +90,5 @@ def running_cluster(scratch: Path) -> Iterator[RunningCluster]:
         with _containers() as cluster:
             yield cluster
     else:
-        with _embedded(scratch) as cluster:
+        with embedded_cluster(scratch) as cluster:
             yield cluster

@@ -21,7 +21,7 @@ from consentgate.catalog import Catalog
 from consentgate.cluster import embedded
 from consentgate.errors import ConfigurationError
 from consentgate.settings import Settings
-from tests.cluster import RunningCluster
+from tests.cluster import RunningCluster, embedded_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,8 +126,15 @@ def test_codec_errors_carry_bytes_and_coordinates(settings: Settings, topics: To
 
 
 def test_up_is_harmless_twice_and_down_stops_only_its_own(cluster: RunningCluster, tmp_path: Path) -> None:
-    if cluster.kind != "embedded":
-        pytest.skip("needs the embedded launcher (tests run on an external cluster)")
+    if cluster.kind != "embedded":  # the session runs elsewhere: the launcher gets a cluster of its own
+        with embedded_cluster(tmp_path / "own") as own:
+            _up_twice_and_down_elsewhere(own, tmp_path)
+    else:
+        _up_twice_and_down_elsewhere(cluster, tmp_path)
+
+
+def _up_twice_and_down_elsewhere(cluster: RunningCluster, tmp_path: Path) -> None:
+    assert cluster.data_dir is not None
     settings = Settings(data_dir=cluster.data_dir, bootstrap_servers=None, schema_registry_url=None)
     again = embedded.up(settings)
     assert (again.bootstrap_servers, again.schema_registry_url) == (cluster.bootstrap_servers,

@@ -286,6 +286,18 @@ def test_a_fenced_writer_rereads_the_whole_partition(settings: Settings, topics:
     assert sorted((g.category, g.purpose) for g in state.grants) == [("post", GEN), ("post", REC)]
 
 
+def test_warming_a_writer_takes_every_partition(settings: Settings, topics: TopicNames, catalog: Catalog) -> None:
+    """warm() takes every partition up front (the bench relies on it), fencing the other writer on all
+    of them; that writer's next changes re-read and land at the right versions."""
+    users = [f"warm-{i}" for i in range(12)]
+    with ConsentWriter(settings, catalog) as a, ConsentWriter(settings, catalog) as b:
+        a.apply([ConsentRequest("grant", u, "post", GEN) for u in users])
+        b.warm()
+        assert sorted(b._owned) == list(range(settings.partitions))
+        receipts = a.apply([ConsentRequest("grant", u, "post", REC) for u in users])
+    assert [(r["user_id"], r["consent_version"]) for r in receipts] == [(u, 2) for u in users]
+
+
 def test_rereading_an_unchanged_partition_sees_every_state(settings: Settings, topics: TopicNames,
                                                            catalog: Catalog) -> None:
     """Regression, deterministic form of the race above: after assign(OFFSET_BEGINNING) librdkafka briefly
