@@ -14,8 +14,6 @@ after that moment is guaranteed to apply the change first.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import random
 import time
 import uuid
@@ -40,6 +38,7 @@ from consentgate.streams.consent_rules import check_grant, with_grant, without_g
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
+from consentgate.pseudonyms import pseudonym
 from consentgate.settings import Settings
 
 ATTEMPTS = 12
@@ -52,11 +51,6 @@ _Output = tuple[str, str, bytes | None, int | None, int, str]
 
 class ConsentWriteError(ConsentGateError):
     """A consent change could not be committed."""
-
-
-def pseudonym(secret: bytes, purpose: str, user_id: str) -> str:
-    """Keyed HMAC of the user id, distinct per purpose so training sets cannot be joined."""
-    return hmac.new(secret, f"{purpose}\x00{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
