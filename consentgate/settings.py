@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     clock_skew_s: float = Field(300.0, ge=0)
     max_record_bytes: int = Field(1_000_000, ge=64)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
     session_timeout_ms: int = Field(10_000, ge=1000)
     transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"
