@@ -118,10 +118,9 @@ class GateMetrics(WorkerMetrics):
         self.records_in = Counter("consentgate_records_in", "Input records read", registry=r)
         self._outcomes = Counter("consentgate_outcomes", "Per-purpose outcomes of decided records",
                                  ["purpose", "category", "result"], registry=r)
-        self._purposes = purpose_label(catalog)
         # Without a catalog, a category is known unless the gate said unknown_category (see record_outcomes).
-        self._categories = LabelValues(catalog.categories if catalog is not None else (lambda c: True), UNKNOWN,
-                                       cap=64)
+        self._purposes = purpose_label(None)
+        self._categories = LabelValues(lambda c: True, UNKNOWN, cap=64)
         self._results = LabelValues(RESULTS, OTHER)
         self.dlq = BoundedMetric(Counter("consentgate_dlq", "Input records sent to the dead-letter topic",
                                          ["error_class"], registry=r), error_class_label())
@@ -151,6 +150,21 @@ class GateMetrics(WorkerMetrics):
         for cause in ABORT_CAUSES:
             self.aborts.zero(cause)
         self._lag_partitions: set[int] = set()
+        if catalog is not None:
+            self.use_catalog(catalog)
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Label purposes and categories exactly as the catalog names them, and export every outcome the
+        catalog allows at 0, so Prometheus sees the first record of each (a series that appears already
+        at 1 has no increase)."""
+        self._purposes = purpose_label(catalog)
+        self._categories = LabelValues(catalog.categories, UNKNOWN)
+        reasons = [r for r in RESULTS if r != DropReason.UNKNOWN_CATEGORY.value]
+        for purpose in catalog.purposes.values():
+            for category in purpose.categories:
+                for result in reasons:
+                    self._outcomes.labels(purpose.name, category, result)
+            self._outcomes.labels(purpose.name, UNKNOWN, DropReason.UNKNOWN_CATEGORY.value)
 
     def record_outcomes(self, tally: Tally[tuple[str, str, str]]) -> None:
         """Add one batch's (purpose, category, passed-or-reason) counts; one call per batch, not per record."""

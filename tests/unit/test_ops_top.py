@@ -55,10 +55,15 @@ def test_the_snapshot_sums_workers_exactly(catalog: Catalog) -> None:
     assert {k: snap[k] for k in ("records_in", "decided", "passed", "dropped", "dead_letters", "contributions",
                                  "credited", "passed_by_purpose", "dead_letters_by_class", "aborts", "lag")} == {
         "records_in": 24, "decided": 20, "passed": 4, "dropped": {"no_grant": 10, "unknown_category": 4},
-        "dead_letters": 4, "contributions": 6, "credited": 6, "passed_by_purpose": {REC: 4},
+        "dead_letters": 4, "contributions": 6, "credited": 6, "passed_by_purpose": {ADS: 0, GEN: 0, REC: 4},
         "dead_letters_by_class": {"UndecodableRecord": 4}, "aborts": {"registry": 2}, "lag": {"0": 6, "1": 0}}
-    assert snap["matrix"] == {"click": {ADS: {"passed": 0, "decided": 10}, REC: {"passed": 4, "decided": 4}},
-                              "unknown": {GEN: {"passed": 0, "decided": 2}, REC: {"passed": 0, "decided": 2}}}
+    # every cell the catalog allows is shown, at 0 until something is decided there
+    grid = {c: {p.name: {"passed": 0, "decided": 0} for p in catalog.purposes.values() if c in p.categories}
+            for c in catalog.categories}
+    grid["unknown"] = {p: {"passed": 0, "decided": 0} for p in catalog.purposes}
+    grid["click"] = {ADS: {"passed": 0, "decided": 10}, REC: {"passed": 4, "decided": 4}}
+    grid["unknown"].update({GEN: {"passed": 0, "decided": 2}, REC: {"passed": 0, "decided": 2}})
+    assert snap["matrix"] == grid
     assert snap["consent_view"] == {"users": 14, "lag": 0, "age_seconds": 2.5, "corrupt_records": 0}
     assert snap["revocation_enforcement"] == {"count": 8, "p50_seconds": 0.05, "p99_seconds": 0.247}
     assert snap["invariant"] == {"state": "broken", "passed": 4, "contributions_read": 6, "contributions_pending": 2,
