@@ -123,7 +123,7 @@ def render(s: dict[str, Any], interval: float | None = None, notes: list[str] | 
     down = sum(not w["up"] for w in s["workers"])
     title = (f"consentgate top  {s['at']}  {len(s['workers'])} endpoint(s), {down} down"
              + (f"  refresh {interval:g}s, Ctrl-C quits" if interval else ""))
-    grid = Table.grid(expand=True)
+    grid = Table.grid(expand=True, padding=(0, 2))
     grid.add_column(ratio=1)
     grid.add_column(ratio=1)
     grid.add_row(funnel(s), Group(health(s), Text(""), matrix(s)))
