@@ -122,6 +122,7 @@ class GateMetrics(WorkerMetrics):
         self._purposes = purpose_label(None)
         self._categories = LabelValues(lambda c: True, UNKNOWN, cap=64)
         self._results = LabelValues(RESULTS, OTHER)
+        self._outcome_children: dict[tuple[str, str, str], Any] = {}
         self.dlq = BoundedMetric(Counter("consentgate_dlq", "Input records sent to the dead-letter topic",
                                          ["error_class"], registry=r), error_class_label())
         self.batches = Counter("consentgate_batches", "Committed transactions", registry=r)
@@ -159,6 +160,7 @@ class GateMetrics(WorkerMetrics):
         at 1 has no increase)."""
         self._purposes = purpose_label(catalog)
         self._categories = LabelValues(catalog.categories, UNKNOWN)
+        self._outcome_children.clear()  # admitted under the previous label sets
         reasons = [r for r in RESULTS if r != DropReason.UNKNOWN_CATEGORY.value]
         for purpose in catalog.purposes.values():
             for category in purpose.categories:
@@ -168,10 +170,17 @@ class GateMetrics(WorkerMetrics):
 
     def record_outcomes(self, tally: Tally[tuple[str, str, str]]) -> None:
         """Add one batch's (purpose, category, passed-or-reason) counts; one call per batch, not per record."""
-        for (purpose, category, result), count in tally.items():
-            # unknown_category means the catalog does not know the category: it came from input.
-            shown = UNKNOWN if result == DropReason.UNKNOWN_CATEGORY.value else self._categories(category)
-            self._outcomes.labels(self._purposes(purpose), shown, self._results(result)).inc(count)
+        for key, count in tally.items():
+            child = self._outcome_children.get(key)
+            if child is None:
+                purpose, category, result = key
+                # unknown_category means the catalog does not know the category: it came from input.
+                shown = UNKNOWN if result == DropReason.UNKNOWN_CATEGORY.value else self._categories(category)
+                labels = (self._purposes(purpose), shown, self._results(result))
+                child = self._outcomes.labels(*labels)
+                if labels == key:  # admitted values only, so the cache is as bounded as the labels
+                    self._outcome_children[key] = child
+            child.inc(count)
 
     def record_lag(self, lags: Mapping[int, int]) -> None:
         """Set the lag of every assigned partition; partitions no longer assigned stop being exported."""
