@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from consentgate.cli.options import flag, settings_from
 from consentgate.errors import ConfigurationError
@@ -39,7 +40,7 @@ def _targets(args: argparse.Namespace, settings: Settings) -> tuple[list[tuple[s
     return [(r.url, r.kind, r.worker) for r in found.endpoints], notes
 
 
-def snapshot_once(args: argparse.Namespace, settings: Settings) -> tuple[dict[str, object], list[str]]:
+def snapshot_once(args: argparse.Namespace, settings: Settings) -> tuple[dict[str, Any], list[str]]:
     targets, notes = _targets(args, settings)
     if not targets:
         raise ConfigurationError(
@@ -65,7 +66,7 @@ def run_top(args: argparse.Namespace) -> int:
             from rich.console import Console
 
             Console().print(render(snap, notes=notes))
-        return 0 if any(w["up"] for w in snap["workers"]) else 1  # type: ignore[attr-defined,index]
+        return 0 if any(w["up"] for w in snap["workers"]) else 1
     from rich.console import Console
     from rich.live import Live
 
