@@ -146,3 +146,13 @@ def test_top_refuses_what_it_cannot_do(tmp_path: Path, capsys: pytest.CaptureFix
     assert "http(s) URLs" in capsys.readouterr().err
     assert main(["top", "--metrics", "http://127.0.0.1:9/metrics", "--once", "--json"]) == 1  # all down
     assert json.loads(capsys.readouterr().out)["workers"][0]["up"] is False
+
+
+def test_the_screen_shows_a_broken_invariant_and_a_down_worker(catalog: Catalog) -> None:
+    down = Page("http://127.0.0.1:1/metrics", "sink", "s1", error="URLError: refused")
+    snap = build([page(gate(catalog, 4), "gate", "g"), page(metering(catalog, 4, 3, 0), "", "m"), down], NOW)
+    console = Console(width=160, record=True, color_system=None)
+    console.print(render(snap))
+    text = console.export_text()
+    assert "passed outcomes = contributions: BROKEN  passed 4 = read 4 + pending 0;  read = credited 3" in text
+    assert "3 endpoint(s), 1 down" in text and "down: URLError: refused" in text
