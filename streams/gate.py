@@ -24,6 +24,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 from consentgate.connectors.kafka import consumer, produce, producer
+from consentgate.connectors.retry import (
+    Backoff,
+    Failure,
+    Pause,
+    RetryPolicy,
+    Stopped,
+    abort,
+    classify,
+    commit,
+    start_producer,
+)
 from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
@@ -51,10 +62,6 @@ from consentgate.quality import assess
 from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.gate")
-
-
-class Stopping(Exception):
-    """Raised inside a retry loop when the worker was asked to stop."""
 
 
 @dataclass
@@ -107,6 +114,13 @@ class Gate:
             "client.id": f"consentgate-gate-{self.worker_id}"})
         self._producer: Producer | None = None
         self._stopping = False
+        # init_transactions: up to 10 tries, 1 s to 10 s apart; commit: 5 tries; rewinding the input
+        # after a failed batch: until it works or the worker stops (consuming on would skip records).
+        self._init_policy = RetryPolicy(Backoff(1.0, 10.0), attempts=10)
+        self._commit_policy = RetryPolicy(Backoff(0.1, 1.6), attempts=5)
+        self._rewind_policy = RetryPolicy(Backoff(1.0, 10.0), retry_on=frozenset({Failure.RETRIABLE,
+                                                                                   Failure.PERMANENT}))
+        self._pause = Pause(Backoff(0.25, 5.0))  # between retries of a batch the cluster could not take
         self.ready = threading.Event()  # set once the view is recovered and the worker has subscribed
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,24 +131,11 @@ class Gate:
 
     def _new_producer(self) -> Producer:
         """A transactional producer; init_transactions fences a previous incarnation of this worker."""
-        for attempt in range(10):
-            if self._stopping:
-                raise Stopping()
-            prod = producer(self.settings, **{
-                "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
-                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-                "queue.buffering.max.messages": 1_000_000,
-                "client.id": f"consentgate-gate-{self.worker_id}"})
-            try:
-                prod.init_transactions(60)
-                return prod
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal() or attempt == 9 or not (err.retriable() or err.code() == KafkaError._TIMED_OUT):
-                    raise
-                log.warning("init_transactions failed (%s), retrying", err.str())
-                time.sleep(min(2 ** attempt, 10))
-        raise AssertionError("unreachable")
+        return start_producer(lambda: producer(self.settings, **{
+            "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            "queue.buffering.max.messages": 1_000_000,
+            "client.id": f"consentgate-gate-{self.worker_id}"}), self._init_policy, lambda: self._stopping)
 
     def run(self, until_idle: float | None = None) -> GateStats:
         """Decide activity until stopped (or idle for ``until_idle`` seconds)."""
@@ -162,7 +163,7 @@ class Gate:
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
-        except Stopping:
+        except Stopped:
             log.info("stopped while recovering from an error; uncommitted input will be decided again")
         finally:
             self.close()
@@ -214,7 +215,7 @@ class Gate:
             log.warning("consent view cannot catch up, retrying the batch: %s", exc)
             self.metrics.aborts.labels("consent_view").inc()
             self._rewind()
-            time.sleep(1.0)
+            self._pause.after_failure()
             return
         try:
             prod.begin_transaction()
@@ -222,17 +223,18 @@ class Gate:
             prod.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
                 self._consumer.consumer_group_metadata(), 60)
-            self._commit_transaction(prod)
+            commit(prod, self._commit_policy)
         except RegistryUnavailable as exc:
             log.warning("schema registry unavailable, retrying the batch: %s", exc)
             self.metrics.aborts.labels("registry").inc()
-            self._abort_quietly()
-            self._rewind()
-            time.sleep(1.0)
+            self._undo(None)
+            self._pause.after_failure()
             return
         except KafkaException as exc:
-            self._recover(exc.args[0])
+            self._undo(exc.args[0])
+            self._pause.after_failure()
             return
+        self._pause.after_success()
         self._account(batch, len(msgs))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
 
@@ -305,61 +307,39 @@ class Gate:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def _abort_quietly(self) -> None:
-        assert self._producer is not None
-        try:
-            self._producer.abort_transaction(60)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() != KafkaError._STATE:  # _STATE: no transaction was open
-                self._recover(err)
-
-    def _commit_transaction(self, prod: Producer) -> None:
-        for attempt in range(5):
-            try:
-                prod.commit_transaction(60)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 4:
-                    raise
-                time.sleep(0.1 * 2 ** attempt)
-
-    def _recover(self, err: KafkaError) -> None:
-        """Undo a failed batch: abort (or replace a fenced producer), then rewind the input."""
-        log.warning("transaction failed (%s): %s", "fatal" if err.fatal() else "abortable", err.str())
-        if err.fatal():
-            self.metrics.aborts.labels("fatal").inc()
-            self._producer = self._new_producer()
+    def _undo(self, err: KafkaError | None) -> None:
+        """Undo a failed batch (``err``: the Kafka error, if one caused it): abort, or replace a fenced
+        or fatally failed producer (its successor's init_transactions settles the transaction), then
+        rewind the input to the committed offsets."""
+        if err is not None:
+            failure = classify(err)
+            log.warning("transaction failed (%s): %s", failure.value, err.str())
+            self.metrics.aborts.labels(failure.value).inc()
+            replace = failure in (Failure.FENCED, Failure.FATAL)
         else:
-            self.metrics.aborts.labels("abortable" if err.txn_requires_abort() else "other").inc()
-            assert self._producer is not None
-            try:
-                self._producer.abort_transaction(60)
-            except KafkaException as abort_exc:
-                log.warning("abort failed, replacing the producer: %s", abort_exc.args[0].str())
-                self._producer = self._new_producer()
+            replace = False
+        assert self._producer is not None
+        if replace or not abort(self._producer):
+            self._producer = self._new_producer()
         self._rewind()
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset.
 
-        Keeps trying through a broker outage: consuming on from un-rewound positions would
-        skip the records of the failed batch.
+        Keeps trying through a broker outage: consuming on from un-rewound positions would skip the
+        records of the failed batch. Stopping ends it: nothing is committed past the last good batch.
         """
-        for attempt in range(1_000_000):
+        def seek_committed() -> None:
             assignment = self._consumer.assignment()
-            if not assignment or self._stopping:
-                return  # stopping: nothing is committed past the last good batch anyway
-            try:
-                committed = self._consumer.committed(assignment, timeout=30)
-                for tp in committed:
+            if assignment:
+                for tp in self._consumer.committed(assignment, timeout=30):
                     self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
-                return
-            except KafkaException as exc:
-                if exc.args[0].fatal():
-                    raise
-                log.warning("cannot rewind yet (%s), retrying", exc.args[0].str())
-                time.sleep(min(2 ** attempt, 10))
+
+        try:
+            self._rewind_policy.run(seek_committed, what="rewind to committed offsets",
+                                    stopping=lambda: self._stopping)
+        except Stopped:
+            return
 
     def _account(self, batch: _Batch, records: int) -> None:
         self.stats.records_in += records
