@@ -82,6 +82,10 @@ class GateStats:
 
 @dataclass
 class _Batch:
+    """What one transaction holds so far: it may span several fetches (up to the commit interval)."""
+
+    started: float  # monotonic time of the fetch that opened it
+    records: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     dlq: Counter[str] = field(default_factory=Counter)
@@ -113,6 +117,7 @@ class Gate:
             "session.timeout.ms": settings.session_timeout_ms,
             "client.id": f"consentgate-gate-{self.worker_id}"})
         self._producer: Producer | None = None
+        self._open: _Batch | None = None  # the open transaction
         self._stopping = False
         # init_transactions: up to 10 tries, 1 s to 10 s apart; commit: 5 tries; rewinding the input
         # after a failed batch: until it works or the worker stops (consuming on would skip records).
@@ -148,26 +153,53 @@ class Gate:
             self._consumer.close()
             return self.stats
         self._producer = self._new_producer()
-        self._consumer.subscribe([self.topics.activity])
+        self._consumer.subscribe([self.topics.activity], on_revoke=self._on_revoke, on_lost=self._on_lost)
         self.ready.set()
         idle_since = time.monotonic()
         try:
             while not self._stopping:
-                msgs = self._records(self._consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s))
+                msgs = self._fetch(self._wait_s())
                 if msgs:
-                    self._process(msgs)
+                    self._take(msgs)
                     idle_since = time.monotonic()
-                else:
+                elif self._open is None:
                     self._refresh_view()
                     if not self._consumer.assignment():
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
+                if self._open is not None and self._commit_due():
+                    self._commit_open()
+            if self._open is not None:  # stopping: commit what was decided
+                self._commit_open()
         except Stopped:
             log.info("stopped while recovering from an error; uncommitted input will be decided again")
         finally:
             self.close()
         return self.stats
+
+    def _fetch(self, wait_s: float) -> list[Message]:
+        """What has arrived, without waiting for a full batch: take the queued records at once, and when
+        none are queued wait at most ``wait_s`` for the first one (then take whatever came with it)."""
+        msgs = self._consumer.consume(self.settings.batch_size, 0)
+        if not msgs:
+            first = self._consumer.poll(wait_s)
+            if first is None:
+                return []
+            msgs = [first, *self._consumer.consume(self.settings.batch_size - 1, 0)]
+        return self._records(msgs)
+
+    def _wait_s(self) -> float:
+        """How long a fetch may wait: until the open transaction is due, else the idle poll interval."""
+        if self._open is None:
+            return self.settings.batch_timeout_s
+        return max(0.0, self._open.started + self.settings.commit_interval_ms / 1000 - time.monotonic())
+
+    def _commit_due(self) -> bool:
+        batch = self._open
+        assert batch is not None
+        return (batch.records >= self.settings.batch_size
+                or time.monotonic() - batch.started >= self.settings.commit_interval_ms / 1000)
 
     def _records(self, msgs: list[Message]) -> list[Message]:
         """Drop the consumer's error events (they are not records); a fatal one stops the worker."""
@@ -199,9 +231,9 @@ class Gate:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _process(self, msgs: list[Message]) -> None:
-        """Decide and commit one fetched batch; outputs are produced as they are decided, so
-        librdkafka ships them while the next records are being decided."""
+    def _take(self, msgs: list[Message]) -> None:
+        """Decide fetched records into the open transaction (opening one if needed); outputs are produced
+        as they are decided, so librdkafka ships them while the next records are being decided."""
         started = time.monotonic()
         if self.stats.first_fetch is None:
             self.stats.first_fetch = started
@@ -214,36 +246,61 @@ class Gate:
             # Without the consent acknowledged before this fetch, nothing may be decided.
             log.warning("consent view cannot catch up, retrying the batch: %s", exc)
             self.metrics.aborts.labels("consent_view").inc()
-            self._rewind()
-            self._pause.after_failure()
+            self._abandon(None)
             return
         try:
-            prod.begin_transaction()
-            batch = self._decide_all(msgs, prod)
+            if self._open is None:
+                prod.begin_transaction()
+                self._open = _Batch(started=started)
+            self._decide_all(msgs, prod, self._open)
+        except RegistryUnavailable as exc:
+            log.warning("schema registry unavailable, retrying the batch: %s", exc)
+            self.metrics.aborts.labels("registry").inc()
+            self._abandon(None)
+        except KafkaException as exc:
+            self._abandon(exc.args[0])
+
+    def _commit_open(self) -> bool:
+        """Commit the open transaction with its input offsets; False when it had to be abandoned."""
+        batch, prod = self._open, self._producer
+        assert batch is not None and prod is not None
+        try:
             prod.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
                 self._consumer.consumer_group_metadata(), 60)
             commit(prod, self._commit_policy)
-        except RegistryUnavailable as exc:
-            log.warning("schema registry unavailable, retrying the batch: %s", exc)
-            self.metrics.aborts.labels("registry").inc()
-            self._undo(None)
-            self._pause.after_failure()
-            return
         except KafkaException as exc:
-            self._undo(exc.args[0])
-            self._pause.after_failure()
-            return
+            self._abandon(exc.args[0])
+            return False
+        self._open = None
         self._pause.after_success()
-        self._account(batch, len(msgs))
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self._account(batch)
+        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
+        return True
 
-    def _decide_all(self, msgs: list[Message], prod: Producer) -> _Batch:
+    def _abandon(self, err: KafkaError | None, rewind: bool = True) -> None:
+        """Give up the open transaction (if any) and its input: undo, then back off before trying again."""
+        self._open = None
+        self._undo(err, rewind)
+        if rewind:
+            self._pause.after_failure()
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving this worker: commit what was decided from them while they are ours."""
+        if self._open is not None:
+            self._commit_open()
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions were taken away (session lost): what was decided from them must not commit."""
+        if self._open is not None:
+            self._abandon(None, rewind=False)
+
+    def _decide_all(self, msgs: list[Message], prod: Producer, batch: _Batch) -> None:
         # Decide with exactly the (millisecond) time the Decision records, so a replay agrees.
         now_ms = time.time_ns() // 1_000_000
         now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
         skew_limit = now + self.settings.clock_skew
-        batch = _Batch()
+        batch.records += len(msgs)
         topics = self.topics
         for msg in msgs:  # error events were removed by _records
             # A fetched record always has its coordinates; the stubs type them Optional.
@@ -283,7 +340,6 @@ class Gate:
                     assert outcome.reason is not None
                     batch.outcomes[(outcome.purpose, event.category, outcome.reason.value)] += 1
             batch.records_passed += passed_any
-        return batch
 
     def _pseudonym(self, purpose: str, user_id: str) -> str:
         key = (purpose, user_id)
@@ -307,7 +363,7 @@ class Gate:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def _undo(self, err: KafkaError | None) -> None:
+    def _undo(self, err: KafkaError | None, rewind: bool = True) -> None:
         """Undo a failed batch (``err``: the Kafka error, if one caused it): abort, or replace a fenced
         or fatally failed producer (its successor's init_transactions settles the transaction), then
         rewind the input to the committed offsets."""
@@ -321,7 +377,8 @@ class Gate:
         assert self._producer is not None
         if replace or not abort(self._producer):
             self._producer = self._new_producer()
-        self._rewind()
+        if rewind:
+            self._rewind()
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset.
@@ -341,7 +398,8 @@ class Gate:
         except Stopped:
             return
 
-    def _account(self, batch: _Batch, records: int) -> None:
+    def _account(self, batch: _Batch) -> None:
+        records = batch.records
         self.stats.records_in += records
         self.stats.decisions += batch.decisions
         self.stats.records_passed += batch.records_passed
