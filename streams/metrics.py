@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
+from consentgate.connectors.retry import Failure
 from consentgate.model import DropReason
 from consentgate.ops.endpoints import MetricsServer, serve
 from consentgate.ops.labels import OTHER, UNKNOWN, BoundedMetric, LabelValues
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 RESULTS = ("passed", *(r.value for r in DropReason))
-ABORT_CAUSES = ("consent_view", "registry", "fatal", "abortable", "other")
+# The gate's own causes, then the retry policy's classes of Kafka errors.
+ABORT_CAUSES = ("consent_view", "registry", *(f.value for f in Failure), "other")
 CONSENT_ACTIONS = ("grant", "revoke", "erase", "tier", "gpc_opt_out")
 FINDING_KINDS = ("wrong_outcome", "missing_outcome", "unjustified_output", "missing_output", "offset_gap",
                  "duplicate", "unkept_field", "missing_retraction")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from consentgate.catalog import Catalog
+from consentgate.connectors.retry import Failure
 from consentgate.ops.endpoints import Registration, discover, file_name, register
 from consentgate.ops.labels import LabelValues
 from consentgate.settings import Settings
@@ -69,6 +70,8 @@ def test_error_classes_and_abort_causes_come_from_fixed_sets() -> None:
     series = metrics.series()
     metrics.dlq.labels("UndecodableRecord").inc(2)
     metrics.aborts.labels("registry").inc()
+    for failure in Failure:  # every class the retry policy reports keeps its own label
+        metrics.aborts.labels(failure.value).inc()
     for n in range(1_000):
         metrics.dlq.labels(f"Exception{n}").inc()
         metrics.aborts.labels(f"cause {n}").inc()
@@ -77,6 +80,7 @@ def test_error_classes_and_abort_causes_come_from_fixed_sets() -> None:
     assert metrics.value("consentgate_dlq_total", error_class="other") == 1_000
     assert metrics.value("consentgate_aborted_batches_total", cause="registry") == 1
     assert metrics.value("consentgate_aborted_batches_total", cause="other") == 1_000
+    assert [metrics.value("consentgate_aborted_batches_total", cause=f.value) for f in Failure] == [1] * len(Failure)
     assert {"RecordError", "UndecodableRecord", "OversizedRecord", "MissingValue"} <= record_error_classes()
 
 
