@@ -5,13 +5,12 @@ import socket
 import urllib.request
 
 from consentgate.connectors.topics import TopicNames
-from consentgate.streams.gate import Gate
 
 from consentgate.catalog import Catalog
 from consentgate.demo import run_demo, settle, settlement_summary, summary
 from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.helpers import values
+from tests.helpers import GateThread, values
 from tests.integration.test_foundation import run_cli
 
 GEN = "train_ai_system.generative"
@@ -84,10 +83,13 @@ def test_metrics_endpoint_serves_prometheus_text(make_settings: SettingsFactory,
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    gate = Gate(make_settings(metrics_port=port), catalog)
-    gate.run(until_idle=0.5)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    settings = make_settings(metrics_port=port)
+    with GateThread(settings, catalog):  # serves while it runs, registered for `consentgate top`
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        registered = list((settings.data_dir / "metrics").glob("gate-*.json"))
+        assert [json.loads(r.read_text())["url"] for r in registered] == [f"http://127.0.0.1:{port}/metrics"]
     for name in ("consentgate_records_in_total", "consentgate_consent_view_users", "consentgate_batch_seconds",
                  "consentgate_revocation_enforcement_seconds", "consentgate_consent_view_lag"):
         assert name in text
+    assert not list((settings.data_dir / "metrics").glob("gate-*.json"))  # a stopped gate unregisters
