@@ -38,7 +38,7 @@ from consentgate.streams.consent_rules import check_grant, with_grant, without_g
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
-from consentgate.pseudonyms import pseudonym
+from consentgate.pseudonyms import key_id, pseudonym
 from consentgate.settings import Settings
 
 ATTEMPTS = 12
@@ -319,8 +319,9 @@ class ConsentWriter:
             for purpose in self.catalog.purposes.values():
                 nym = pseudonym(secret, purpose.name, req.user_id)
                 outputs.append((self.topics.retractions, nym, self._encode_retraction({
-                    "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
-                    "requested_at": now, "receipt_id": receipt_id}), None, version, receipt_id))
+                    "pseudonym": nym, "key_id": key_id(secret), "purpose": purpose.name,
+                    "sink_topic": self.topics.training[purpose.name], "requested_at": now,
+                    "consent_version": version}), None, version, receipt_id))
         outputs.append((self.topics.consent_state, req.user_id, value, partition, version, receipt_id))
         states[req.user_id] = new_state
         versions[req.user_id] = version
