@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from consentgate.usefulness import HashedNgramEmbedder, knn_shapley, multipliers_milli
+from consentgate.usefulness.embed import HashedNgramEmbedder
+from consentgate.usefulness.multiplier import multipliers_milli
+from consentgate.usefulness.shapley import knn_shapley
 
 TOPICS = {
     "harbour": "harbour tide ferry boat island sail anchor pier fishing wave",

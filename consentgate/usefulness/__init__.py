@@ -10,16 +10,8 @@ over the period's contributions of that purpose and turned into a capped multipl
 - ``multiplier``: values to integer multipliers (milli), and the plain-words band a person sees;
 - ``reference``: reading and checking a reference set's lines;
 - ``period``: one purpose's contributions of one period valued and turned into multipliers.
+
+The package imports nothing eagerly: the catalog reads reference sets through
+``usefulness.reference`` on every load, and numpy and scikit-learn are loaded only by
+the commands that value.
 """
-
-from __future__ import annotations
-
-from consentgate.usefulness.embed import Embedder, HashedNgramEmbedder
-from consentgate.usefulness.multiplier import Band, band_of, multipliers_milli
-from consentgate.usefulness.period import METHOD_VERSION, Valued, method, value_texts
-from consentgate.usefulness.reference import ReferenceSet, parse_reference
-from consentgate.usefulness.shapley import KnnShapley, knn_shapley, knn_shapley_from_similarity
-
-__all__ = ["METHOD_VERSION", "Band", "Embedder", "HashedNgramEmbedder", "KnnShapley", "ReferenceSet", "Valued",
-           "band_of", "knn_shapley", "knn_shapley_from_similarity", "method", "multipliers_milli",
-           "parse_reference", "value_texts"]

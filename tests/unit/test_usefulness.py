@@ -11,16 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consentgate.errors import CatalogError
-from consentgate.usefulness import (
-    HashedNgramEmbedder,
-    band_of,
-    knn_shapley,
-    knn_shapley_from_similarity,
-    multipliers_milli,
-    parse_reference,
-    value_texts,
-)
-from consentgate.usefulness.multiplier import band_range
+from consentgate.usefulness.embed import HashedNgramEmbedder
+from consentgate.usefulness.multiplier import band_of, band_range, multipliers_milli
+from consentgate.usefulness.period import value_texts
+from consentgate.usefulness.reference import parse_reference
+from consentgate.usefulness.shapley import knn_shapley, knn_shapley_from_similarity
 
 
 def utility(similarity: np.ndarray, members: tuple[int, ...], k: int) -> float:
