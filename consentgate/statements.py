@@ -16,7 +16,7 @@ from consentgate.valuation import USEFULNESS_PLANS
 
 PLAN_WORDS = {
     "per_unit": "paid per use, at the rate card",
-    "revenue_share": "a share of the purpose's revenue pool, in proportion to quality-weighted use",
+    "revenue_share": "a share of the purpose's revenue pool, in proportion to use weighted by quality and usefulness",
     "credits": "subscription credits",
     "dividend": "an equal share of the purpose's dividend pool",
     None: "free tier: not paid",
@@ -30,7 +30,8 @@ def usefulness_words(catalog: Catalog, purpose: str, category: str, plan: str | 
     spec = catalog.purposes[purpose].usefulness if purpose in catalog.purposes else None
     cap_milli = round((spec.cap if spec else DEFAULT_CAP) * 1000)
     band = band_of(average_milli)
-    about = f" about {topic}" if topic else ""
+    # The topic says what was useful; for a low band it would only name what was least far off.
+    about = f" about {topic}" if topic and average_milli >= 900 else ""
     title = catalog.purposes[purpose].title if purpose in catalog.purposes else purpose
     applied = plan in USEFULNESS_PLANS
     sentence = (f"Your {PLURAL.get(category, category + ' records')}{about} {band.words} for "

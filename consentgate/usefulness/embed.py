@@ -10,12 +10,15 @@ implementing :class:`Embedder`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, HashingVectorizer
+
+_WORDS = re.compile(r"(?u)\b\w+\b")
 
 
 @runtime_checkable
@@ -35,7 +38,8 @@ class HashedNgramEmbedder:
     """Word (1-2) and character (3-5, within words) n-grams hashed into ``dim`` signed buckets.
 
     Words and characters are normalised separately and weighted equally, so a long text's
-    many character n-grams do not drown its words. Texts are embedded ``chunk`` at a time so
+    many character n-grams do not drown its words. English stop words are dropped first: in
+    short texts "the" and "of" would otherwise make every text look like every other. Texts are embedded ``chunk`` at a time so
     the sparse intermediate stays small whatever the number of texts.
     """
 
@@ -46,7 +50,7 @@ class HashedNgramEmbedder:
             raise ValueError(f"dim {dim}: a power of two of at least 16")
         self.dim = dim
         self.chunk = chunk
-        common = {"n_features": dim, "alternate_sign": True, "norm": "l2", "lowercase": True,
+        common = {"n_features": dim, "alternate_sign": True, "norm": "l2", "lowercase": False,
                   "dtype": np.float32}
         self._words = HashingVectorizer(analyzer="word", ngram_range=(1, 2), token_pattern=r"(?u)\b\w+\b",
                                         **common)  # type: ignore[arg-type]
@@ -59,7 +63,8 @@ class HashedNgramEmbedder:
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), self.chunk):
-            part = list(texts[start:start + self.chunk])
+            part = [" ".join(w for w in _WORDS.findall(t.lower()) if w not in ENGLISH_STOP_WORDS)
+                    for t in texts[start:start + self.chunk]]
             rows = (self._words.transform(part) + self._chars.transform(part)).toarray()
             norms = np.linalg.norm(rows, axis=1, keepdims=True)
             np.divide(rows, norms, out=rows, where=norms > 0)
