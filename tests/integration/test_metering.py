@@ -11,6 +11,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from consentgate.catalog import Catalog
@@ -53,7 +54,8 @@ def ledger(settings: Settings) -> dict[tuple[str, str], tuple[Any, ...]]:
 def contribution(event_id: str, **over: Any) -> dict[str, Any]:
     base = {"event_id": event_id, "purpose": GEN, "user_id": "u1", "category": "post", "units": 1,
             "quality": 1.0, "fingerprint": None, "occurred_at": datetime.now(timezone.utc),
-            "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r1", "consent_version": 1}
+            "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r1", "consent_version": 1,
+            "record_id": "", "key_id": ""}
     base.update(over)
     return base
 
@@ -277,3 +279,66 @@ def test_two_workers_rebalancing_mid_stream_credit_each_contribution_once(
     assert workers[1].stats.credited > 0
     assert workers[0].stats.credited + workers[1].stats.credited == 23_000
     assert sorted(ledger(settings)) == sorted((r["event_id"], GEN) for r in records)
+
+
+def test_oversized_and_control_character_ids_go_to_the_dlq_and_never_jam_the_ledger(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, ledger_url: str) -> None:
+    """201- and 10,000-character ids (and a NUL) between good records: the good ones are credited in
+    the same batches, the bad ones go to metering.dlq as InvalidIdentifier, the worker goes on."""
+    settings = make_settings(ledger_url=ledger_url)
+    bad = [
+        contribution("u" * 201),
+        contribution("bad-user-201", user_id="u" * 201),
+        contribution("e" * 10_000),
+        contribution("bad-user-10k", user_id="x" * 10_000),
+        contribution("bad-receipt", receipt_id="r" * 81),
+        contribution("bad-nul\x00", user_id="u1"),
+        contribution("bad-record-id", record_id="g" * 65),
+        contribution("bad-key-id", key_id="k-0/1"),
+    ]
+    good = [contribution(f"good-{n}", user_id=f"u{n}", record_id=f"{n:032x}", key_id="k0123456789a") for n in range(4)]
+    produce_contributions(settings, catalog, good[:2] + bad + good[2:])
+    worker = meter(settings, catalog)
+    assert (worker.stats.credited, worker.stats.retries) == (4, 0)
+    assert sorted(ledger(settings)) == [(f"good-{n}", GEN) for n in range(4)]
+    dlq = values(settings, topics.metering_dlq)
+    assert sorted((d["error_class"], d["message"]) for d in dlq) == sorted([
+        ("InvalidIdentifier", "event_id has 201 characters (at most 200)"),
+        ("InvalidIdentifier", "user_id has 201 characters (at most 200)"),
+        ("InvalidIdentifier", "event_id has 10000 characters (at most 200)"),
+        ("InvalidIdentifier", "user_id has 10000 characters (at most 200)"),
+        ("InvalidIdentifier", "receipt_id has 81 characters (at most 80)"),
+        ("InvalidIdentifier", "event_id has a control or unassigned character U+0000 at position 7"),
+        ("InvalidIdentifier", "record_id is not a keyed hash of at most 64 letters and digits"),
+        ("InvalidIdentifier", "key_id is not a keyed hash of at most 32 letters and digits"),
+    ])
+    engine = connect(settings.ledger())
+    with engine.connect() as conn:
+        ids = conn.execute(select(contributions.c.event_id, contributions.c.record_id, contributions.c.key_id)
+                           .order_by(contributions.c.event_id)).all()
+    engine.dispose()
+    assert [tuple(r) for r in ids] == [(f"good-{n}", f"{n:032x}", "k0123456789a") for n in range(4)]
+
+
+def test_without_the_bound_one_long_id_jams_the_ledger(make_settings: SettingsFactory, topics: TopicNames,
+                                                       catalog: Catalog, ledger_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the bound prevents (the code before it): PostgreSQL refuses a 201-character id, the whole
+    batch rolls back, and the worker reads the same batch again, forever, crediting nothing."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("SQLite does not enforce VARCHAR lengths: this failure exists on PostgreSQL only")
+    import consentgate.streams.metering as metering_module
+
+    monkeypatch.setattr(metering_module, "identifier_rejection", lambda record: None)
+    settings = make_settings(ledger_url=ledger_url)
+    produce_contributions(settings, catalog, [contribution("good-0"), contribution("u" * 201),
+                                              contribution("good-1")])
+    worker = MeteringWorker(settings, catalog)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.stats.retries >= 3, timeout=60, what="the batch to be retried three times")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert worker.stats.credited == 0 and ledger(settings) == {}
