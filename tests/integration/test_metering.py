@@ -23,6 +23,8 @@ from consentgate.quality import assess
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.settings import Settings
 from consentgate.statements import gather
+from consentgate.usefulness.embed import HashedNgramEmbedder
+from consentgate.usefulness.period import value_texts
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.metering import MeteringWorker
 from consentgate.valuation import period_of
@@ -342,3 +344,53 @@ def test_without_the_bound_one_long_id_jams_the_ledger(make_settings: SettingsFa
         worker.stop()
         thread.join(60)
     assert worker.stats.credited == 0 and ledger(settings) == {}
+
+
+def test_close_values_usefulness_from_the_training_topic_before_paying(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, ledger_url: str) -> None:
+    """Gate output end to end: the ledger keeps each contribution's keyed record id, `metering close`
+    reads the minimised texts from training.<purpose> by that id, values them, then pays."""
+    from consentgate.pseudonyms import key_id, record_id
+
+    settings = make_settings(ledger_url=ledger_url)
+    with ConsentWriter(settings, catalog) as writer:
+        writer.apply([ConsentRequest("grant", user, "post", GEN, tier="data_sharing", plan="revenue_share")
+                      for user in ("ana", "bo")])
+    t = datetime.now(timezone.utc)  # after the grants: a grant never legitimises older data
+    period = period_of(t)
+    on = ["the morning ferry to the island waits for high tide at the harbour",
+          "reading the tide tables before taking the boat out of the harbour",
+          "we pruned the apple orchard in late winter and hope for a good harvest"]
+    off = ["the quarterly earnings call moved the share price of the chip maker",
+           "my favourite video game got a patch that rebalanced every weapon",
+           "the tax office changed the deadline for filing self assessment returns"]
+    produce_events(settings, [ActivityEvent(f"a{n}", "ana", "post", t, "app", {"text": x}) for n, x in enumerate(on)]
+                   + [ActivityEvent(f"b{n}", "bo", "post", t, "app", {"text": x}) for n, x in enumerate(off)])
+    run_gate(settings, catalog)
+    assert meter(settings, catalog).stats.credited == 6
+    secret = settings.require_secret()
+    engine = connect(settings.ledger())
+    with engine.connect() as conn:
+        keyed = {e: (r, k) for e, r, k in conn.execute(
+            select(contributions.c.event_id, contributions.c.record_id, contributions.c.key_id))}
+    assert keyed == {e: (record_id(secret, GEN, e), key_id(secret)) for e in ("a0", "a1", "a2", "b0", "b1", "b2")}
+    assert run_cli(settings, "metering", "pool", "--purpose", GEN, "--period", period,
+                   "--amount", "100.00").returncode == 0
+    closed = run_cli(settings, "metering", "close", "--period", period)
+    assert closed.returncode == 0, closed.stderr[-2000:]
+    report = json.loads(closed.stdout)
+    assert report["usefulness"]["purposes"][GEN]["valued"] == 6
+    assert report["usefulness"]["training_records_read"] == 6 and report["pools"] == {f"{GEN}/revenue_share": 10000}
+    ana = gather(engine, catalog, "ana", period)["periods"][0]
+    bo = gather(engine, catalog, "bo", period)["periods"][0]
+    engine.dispose()
+    # Expected, from the pure parts: quality from the content, usefulness from the exact values,
+    # weight = quality x usefulness in thousandths each, the pool split in proportion (largest remainder).
+    milli = [v.multiplier_milli for v in value_texts(on + off, catalog.purposes[GEN].usefulness.reference,
+                                                     HashedNgramEmbedder(), 5, 3.0)]  # type: ignore[union-attr]
+    weights = [round(assess("post", {"text": x}).quality * 1000) * m / 1000 for x, m in zip(on + off, milli)]
+    exact_ana = 10000 * sum(weights[:3]) / sum(weights)
+    assert (ana["cash"], bo["cash"]) == ("81.92", "18.08") and abs(8192 - exact_ana) < 1
+    assert ana["uses"][0]["usefulness"]["topic"] == "the harbour"
+    again = run_cli(settings, "metering", "value", "--period", period)
+    assert again.returncode == 2 and f"period {period} is closed" in again.stderr
