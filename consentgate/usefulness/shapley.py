@@ -17,7 +17,8 @@ contribution's value is the mean of its values for each reference. The recursion
 any per-point score averaged over the K nearest when the nearness order is the score's own
 order; tied scores give tied values whichever way the sort breaks the tie, so the result
 does not depend on it. Cost: one O(N log N) sort per reference, done ``block`` references
-at a time so memory stays O(N x block) whatever the number of references.
+at a time so memory stays O(N x block) whatever the number of references; per-reference
+values are summed into the contributions' totals with one ``bincount`` per block.
 """
 
 from __future__ import annotations
@@ -30,26 +31,29 @@ from numpy.typing import NDArray
 
 class KnnShapley(NamedTuple):
     values: NDArray[np.float64]  # per contribution: mean over references of its Shapley value
-    nearest_reference: NDArray[np.int64]  # per contribution: the reference it earned most from
+    nearest_reference: NDArray[np.int64]  # per contribution: the reference text most similar to it
 
 
-def _coefficients(n: int, k: int) -> NDArray[np.float64]:
-    i = np.arange(1, n, dtype=np.float64)  # positions 1 .. N-1
+def _steps(n: int, k: int) -> NDArray[np.float64]:
+    """min(K, i) / (i K) for the nearness ranks i = N-1 .. 1: the recursion's factors, farthest first."""
+    i = np.arange(n - 1, 0, -1, dtype=np.float64)
     return np.minimum(k, i) / (i * k)
 
 
-def _block_values(similarity: NDArray[np.floating], k: int) -> NDArray[np.float64]:
-    """Shapley values of every contribution for each reference row (rows x N), in input order."""
+def _block_sorted(similarity: NDArray[np.floating], k: int) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """For each reference row: the contributions farthest first, and their Shapley values in that order.
+
+    Sorting ascending runs the recursion as one cumulative sum from the farthest contribution up.
+    """
     rows, n = similarity.shape
-    order = np.argsort(-similarity, axis=1)
-    u = np.take_along_axis(similarity, order, axis=1).astype(np.float64, copy=False)
-    steps = (u[:, :-1] - u[:, 1:]) * _coefficients(n, k)
-    s_sorted = np.empty((rows, n), dtype=np.float64)
-    s_sorted[:, -1] = u[:, -1] * min(k, n) / (n * k)  # u/N when K <= N (the paper's case)
-    s_sorted[:, :-1] = np.cumsum(steps[:, ::-1], axis=1)[:, ::-1] + s_sorted[:, -1:]
-    values = np.empty_like(s_sorted)
-    np.put_along_axis(values, order, s_sorted, axis=1)
-    return values
+    order = np.argsort(similarity, axis=1)
+    u = np.take_along_axis(similarity, order, axis=1)
+    values = np.empty((rows, n), dtype=np.float64)
+    values[:, 0] = u[:, 0].astype(np.float64) * (min(k, n) / (n * k))  # u/N when K <= N (the paper's case)
+    np.subtract(u[:, 1:], u[:, :-1], out=values[:, 1:], dtype=np.float64)
+    values[:, 1:] *= _steps(n, k)
+    np.cumsum(values, axis=1, out=values)
+    return order, values
 
 
 def knn_shapley_from_similarity(similarity: NDArray[np.floating], k: int) -> NDArray[np.float64]:
@@ -61,8 +65,8 @@ def knn_shapley_from_similarity(similarity: NDArray[np.floating], k: int) -> NDA
         return np.zeros(0)
     if m == 0:
         raise ValueError("no reference texts")
-    result: NDArray[np.float64] = _block_values(np.asarray(similarity), k).mean(axis=0)
-    return result
+    order, values = _block_sorted(np.asarray(similarity), k)
+    return np.bincount(order.ravel(), weights=values.ravel(), minlength=n) / m
 
 
 def knn_shapley(contributions: NDArray[np.float32], references: NDArray[np.float32], k: int,
@@ -78,17 +82,17 @@ def knn_shapley(contributions: NDArray[np.float32], references: NDArray[np.float
     if m == 0:
         raise ValueError("no reference texts")
     total = np.zeros(n, dtype=np.float64)
-    best = np.full(n, -np.inf)
+    best = np.full(n, -np.inf, dtype=np.float32)
     nearest = np.zeros(n, dtype=np.int64)
     if n == 0:
         return KnnShapley(total, nearest)
     for start in range(0, m, block):
         similarity = references[start:start + block] @ contributions.T
-        values = _block_values(similarity, k)
-        total += values.sum(axis=0)
-        top = values.argmax(axis=0)
-        top_value = values[top, np.arange(n)]
-        better = top_value > best
-        best[better] = top_value[better]
-        nearest[better] = top[better] + start
+        order, values = _block_sorted(similarity, k)
+        total += np.bincount(order.ravel(), weights=values.ravel(), minlength=n)
+        top = similarity.argmax(axis=0)
+        top_similarity = similarity[top, np.arange(n)]
+        closer = top_similarity > best
+        best[closer] = top_similarity[closer]
+        nearest[closer] = top[closer] + start
     return KnnShapley(total / m, nearest)
