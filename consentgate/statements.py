@@ -64,7 +64,7 @@ def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = 
         paid = conn.execute(select(payouts.c.period, payouts.c.purpose, payouts.c.plan, payouts.c.kind,
                                    payouts.c.amount).where(*paid_where)
                             .order_by(payouts.c.period, payouts.c.purpose)).all()
-        status = dict(conn.execute(select(periods.c.period, periods.c.status)).all())
+        status: dict[str, str] = dict(conn.execute(select(periods.c.period, periods.c.status)).all())
         topics: dict[tuple[str, str, str], str] = {}
         for p, purpose, category, topic, _ in conn.execute(  # most frequent first, then by name
                 select(contributions.c.period, contributions.c.purpose, contributions.c.category,

@@ -13,7 +13,7 @@ from consentgate.catalog import load_catalog
 from consentgate.connectors.ledger import connect, contributions, payouts, valuations
 from consentgate.errors import LedgerError
 from consentgate.periods import close_period, declare_pool
-from consentgate.statements import gather, render_text
+from consentgate.statements import gather, render_html, render_text
 from consentgate.usefulness.embed import HashedNgramEmbedder
 from consentgate.usefulness.period import value_texts
 from consentgate.usefulness_ledger import value_period
@@ -112,6 +112,8 @@ def test_two_people_equal_in_number_and_quality_the_on_topic_one_is_paid_more(en
     assert ("Your posts were less useful than most for \"Train the generative assistant\" (usefulness x0.30 "
                 "to x0.90): your pay for them was multiplied by it.") in bo_says
     assert "harbour" not in bo_says and "ana" not in bo_says  # never another person's text or value
+    page = render_html(gather(engine, CATALOG, "ana", period))
+    assert "<li>Your posts about the harbour were among the most useful this period" in page
 
 
 def test_a_near_copy_of_a_useful_text_earns_nothing(engine: Engine) -> None:
