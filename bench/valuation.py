@@ -86,14 +86,15 @@ def run(n: int, m: int, k: int, dim: int) -> Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--contributions", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--contributions", type=int, nargs="+", default=[10_000, 50_000, 100_000])
     parser.add_argument("--references", type=int, default=1_000)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--dim", type=int, default=1024)
     args = parser.parse_args()
     runs = [run(n, args.references, args.k, args.dim) for n in sorted(args.contributions)]
-    print(f"\nconditions: {os.cpu_count()} cores, K={args.k}, {args.dim}-dimensional hashed word+char n-grams, "
-          f"float32 similarities, exact values in float64")
+    load = os.getloadavg()[0]
+    print(f"\nconditions: {os.cpu_count()} cores (load average {load:.1f} at the end), K={args.k}, "
+          f"{args.dim}-dimensional hashed word+char n-grams, float32 similarities, exact values in float64")
     print("| contributions | reference texts | embedding s | KNN-Shapley + multipliers s | "
           "valuation / embedding | peak RSS MiB |")
     print("|---:|---:|---:|---:|---:|---:|")
