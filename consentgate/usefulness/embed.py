@@ -39,8 +39,8 @@ class HashedNgramEmbedder:
 
     Words and characters are normalised separately and weighted equally, so a long text's
     many character n-grams do not drown its words. English stop words are dropped first: in
-    short texts "the" and "of" would otherwise make every text look like every other. Texts are embedded ``chunk`` at a time so
-    the sparse intermediate stays small whatever the number of texts.
+    short texts "the" and "of" would otherwise make every text look like every other. Texts are
+    embedded ``chunk`` at a time so the sparse intermediate stays small whatever their number.
     """
 
     VERSION = 1

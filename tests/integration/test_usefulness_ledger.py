@@ -77,7 +77,8 @@ def stored(engine: Engine, event_ids: list[str]) -> list[tuple[object, ...]]:
     with engine.connect() as conn:
         rows = {r[0]: tuple(r[1:]) for r in conn.execute(
             select(valuations.c.event_id, valuations.c.usefulness_milli, valuations.c.weight_milli,
-                   valuations.c.value_micros, valuations.c.usefulness_topic).where(valuations.c.event_id.in_(event_ids)))}
+                   valuations.c.value_micros, valuations.c.usefulness_topic)
+            .where(valuations.c.event_id.in_(event_ids)))}
     return [rows[e] for e in event_ids]
 
 
@@ -101,8 +102,10 @@ def test_two_people_equal_in_number_and_quality_the_on_topic_one_is_paid_more(en
     ana_weight, bo_weight = sum(milli[:3]), sum(milli[3:])
     exact_ana = 10_000 * ana_weight / (ana_weight + bo_weight)
     with engine.connect() as conn:
-        amounts = dict(conn.execute(select(payouts.c.user_id, payouts.c.amount).where(payouts.c.period == period)).all())
-    assert amounts["ana"] > amounts["bo"] and amounts["ana"] + amounts["bo"] == 10_000 == close.pools[f"{GEN}/revenue_share"]
+        amounts = dict(conn.execute(select(payouts.c.user_id, payouts.c.amount)
+                                    .where(payouts.c.period == period)).all())
+    assert amounts["ana"] > amounts["bo"]
+    assert amounts["ana"] + amounts["bo"] == 10_000 == close.pools[f"{GEN}/revenue_share"]
     assert abs(amounts["ana"] - exact_ana) < 1  # largest remainder: within a cent of the exact share
     assert (amounts["ana"], amounts["bo"], milli) == (8128, 1872, [1801, 1583, 1493, 703, 116, 304])
     ana_says = render_text(gather(engine, CATALOG, "ana", period))
