@@ -81,6 +81,9 @@ class Catalog:
 
 
 DEFAULT_CATALOG = "catalog.yaml"
+# A file the catalog names with this prefix is one shipped with consentgate (so a copy of the
+# shipped catalog, edited elsewhere, still finds it); any other name is read beside the catalog.
+SHIPPED = "consentgate:"
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -129,7 +132,7 @@ def _usefulness(body: Any, at: str, read: Callable[[str], bytes]) -> UsefulnessS
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 100:
         raise CatalogError(f"{at}.cap: expected a number in 1..100")
     try:
-        data = read(source)
+        data = _shipped(source.removeprefix(SHIPPED)) if source.startswith(SHIPPED) else read(source)
     except OSError as exc:
         raise CatalogError(f"{at}.reference: cannot read {source}: {exc.strerror or exc}") from exc
     return UsefulnessSpec(parse_reference(data, f"{at}.reference {source}"), source, k, float(cap))

@@ -93,11 +93,15 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Any) -> None:
 def test_usefulness_reference_sets(tmp_path: Any) -> None:
     gen = load_catalog().purposes["train_ai_system.generative"].usefulness
     assert gen is not None and (gen.source, gen.k, gen.cap, len(gen.reference)) == (
-        "references/generative.jsonl", 5, 3.0, 34)
+        "consentgate:references/generative.jsonl", 5, 3.0, 34)
     assert "the harbour" in gen.reference.topics
     assert load_catalog().purposes[REC].usefulness is None
     raw = shipped_raw()
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump(raw))  # a copy of the shipped catalog, elsewhere
+    copied = load_catalog(tmp_path / "copy.yaml").purposes["train_ai_system.generative"].usefulness
+    assert copied is not None and copied.reference == gen.reference  # still finds the shipped set
     raw["purposes"][REC]["usefulness"] = {"reference": "mine.jsonl", "k": 3}
+    raw["purposes"]["train_ai_system.generative"]["usefulness"]["reference"] = "references/generative.jsonl"
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(raw))
     (tmp_path / "references").mkdir()
     (tmp_path / "references" / "generative.jsonl").write_text('{"text": "a local reference"}\n')
