@@ -30,9 +30,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.exc import OperationalError
 
 from consentgate.errors import ConfigurationError
+from consentgate.valuation import ID_LENGTHS
 
 metadata = MetaData()
 
@@ -44,9 +46,9 @@ migrations_table = Table(
 
 contributions = Table(
     "contributions", metadata,
-    Column("event_id", String(200), primary_key=True),
+    Column("event_id", String(ID_LENGTHS["event_id"]), primary_key=True),
     Column("purpose", String(120), primary_key=True),
-    Column("user_id", String(200), nullable=False),
+    Column("user_id", String(ID_LENGTHS["user_id"]), nullable=False),
     Column("category", String(60), nullable=False),
     Column("units", BigInteger, nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
@@ -54,11 +56,14 @@ contributions = Table(
     Column("occurred_period", String(7), nullable=False),  # differs when it arrived after its period closed
     Column("tier", String(20), nullable=False),
     Column("plan", String(20)),
-    Column("receipt_id", String(80), nullable=False),
+    Column("receipt_id", String(ID_LENGTHS["receipt_id"]), nullable=False),
     Column("consent_version", BigInteger, nullable=False),
     Column("fingerprint", BigInteger),
     Column("source_partition", Integer, nullable=False),
     Column("source_offset", BigInteger, nullable=False),
+    # The training record's keyed id: how `metering value` finds the contribution's minimised text.
+    Column("record_id", String(ID_LENGTHS["record_id"])),
+    Column("key_id", String(ID_LENGTHS["key_id"])),
 )
 Index("contributions_user_period", contributions.c.user_id, contributions.c.period)
 Index("contributions_period_purpose", contributions.c.period, contributions.c.purpose)
@@ -73,7 +78,12 @@ valuations = Table(
     Column("duplicate", Integer, nullable=False),  # 1: an exact or near copy, earns nothing
     Column("rate_micros", BigInteger, nullable=False),  # per unit, from the rate card at the time
     Column("weight_milli", BigInteger, nullable=False),  # units x quality x 1000 (0 for duplicates, free tier)
-    Column("value_micros", BigInteger, nullable=False),  # units x rate x quality, in micro-units
+    Column("value_micros", BigInteger, nullable=False),  # units x rate x quality x usefulness, in micro-units
+    # Set by `metering value` (SPEC §11); NULL until then, and for records without text: multiplier 1.
+    Column("usefulness_milli", BigInteger),  # the multiplier applied, in thousandths
+    Column("usefulness_value", Float),  # the exact KNN-Shapley value it came from
+    Column("usefulness_topic", String(60)),  # topic of the reference it helped most (shown to its owner)
+    Column("usefulness_method", String(200)),  # method, embedder, k, cap and reference digest
 )
 
 periods = Table(
@@ -137,10 +147,33 @@ def _create(*tables: Table) -> Callable[[Connection], None]:
     return apply
 
 
+def _add_columns(table: Table, *names: str) -> Callable[[Connection], None]:
+    """Add columns a ledger made before them lacks (a fresh ledger got them from ``_create``)."""
+
+    def apply(conn: Connection) -> None:
+        present = {c["name"] for c in inspect_schema(conn).get_columns(table.name)}
+        for name in names:
+            if name not in present:
+                column = table.c[name]
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+    return apply
+
+
+def _both(*steps: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    def apply(conn: Connection) -> None:
+        for step in steps:
+            step(conn)
+    return apply
+
+
 # Append only: a released migration never changes; a new one gets the next number.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("contributions, valuations and offsets", _create(contributions, valuations, offsets)),
     ("periods, pools, payouts and statements", _create(periods, pools, payouts, statements)),
+    ("record ids and usefulness", _both(
+        _add_columns(contributions, "record_id", "key_id"),
+        _add_columns(valuations, "usefulness_milli", "usefulness_value", "usefulness_topic", "usefulness_method"))),
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -10,6 +12,11 @@ from typing import Any
 import yaml
 
 from consentgate.errors import CatalogError
+from consentgate.usefulness.reference import ReferenceSet, parse_reference
+
+# Names become ledger keys (VARCHAR(120) and (60)), topic names and metric labels: bounded here once.
+PURPOSE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}")
+CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,60}")
 
 
 @dataclass(frozen=True)
@@ -21,6 +28,16 @@ class CategoryUse:
 
 
 @dataclass(frozen=True)
+class UsefulnessSpec:
+    """A purpose's reference set (SPEC §11): contributions are valued by how much they help match it."""
+
+    reference: ReferenceSet
+    source: str  # the file it came from, as the catalog names it
+    k: int
+    cap: float  # the highest usefulness multiplier
+
+
+@dataclass(frozen=True)
 class Purpose:
     name: str
     title: str
@@ -29,6 +46,7 @@ class Purpose:
     retention_days: int
     sink_topic: str
     categories: dict[str, CategoryUse]
+    usefulness: UsefulnessSpec | None = None
 
     def accepts(self, category: str) -> bool:
         return category in self.categories
@@ -63,6 +81,9 @@ class Catalog:
 
 
 DEFAULT_CATALOG = "catalog.yaml"
+# A file the catalog names with this prefix is one shipped with consentgate (so a copy of the
+# shipped catalog, edited elsewhere, still finds it); any other name is read beside the catalog.
+SHIPPED = "consentgate:"
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -80,7 +101,41 @@ def load_catalog(path: Path | None = None) -> Catalog:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{where}: not valid YAML: {exc}") from exc
-    return parse_catalog(raw, where)
+    return parse_catalog(raw, where, _files_beside(path))
+
+
+def _files_beside(catalog: Path | None) -> Callable[[str], bytes]:
+    """Reads a file the catalog names (a reference set), relative to the catalog's own folder."""
+
+    def read(name: str) -> bytes:
+        if catalog is None:
+            return _shipped(name)
+        return (Path(catalog).parent / name).read_bytes()
+
+    return read
+
+
+def _shipped(name: str) -> bytes:
+    return resources.files("consentgate").joinpath(name).read_bytes()
+
+
+def _usefulness(body: Any, at: str, read: Callable[[str], bytes]) -> UsefulnessSpec | None:
+    if not isinstance(body, dict) or "usefulness" not in body:
+        return None
+    spec = _field(body, "usefulness", dict, at)
+    at = f"{at}.usefulness"
+    source = _field(spec, "reference", str, at)
+    k = _field(spec, "k", int, at)
+    if not 1 <= k <= 1000:
+        raise CatalogError(f"{at}.k: expected 1..1000, got {k}")
+    cap = spec.get("cap", 3.0)
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 100:
+        raise CatalogError(f"{at}.cap: expected a number in 1..100")
+    try:
+        data = _shipped(source.removeprefix(SHIPPED)) if source.startswith(SHIPPED) else read(source)
+    except OSError as exc:
+        raise CatalogError(f"{at}.reference: cannot read {source}: {exc.strerror or exc}") from exc
+    return UsefulnessSpec(parse_reference(data, f"{at}.reference {source}"), source, k, float(cap))
 
 
 def _field(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -100,19 +155,26 @@ def _names(obj: Any, key: str, where: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-def parse_catalog(raw: Any, where: str = "catalog") -> Catalog:
-    """Validate a catalog given as parsed YAML; errors name the offending field."""
+def parse_catalog(raw: Any, where: str = "catalog", read: Callable[[str], bytes] = _shipped) -> Catalog:
+    """Validate a catalog given as parsed YAML; errors name the offending field.
+
+    ``read`` opens the files the catalog names (reference sets); by default, files shipped with consentgate.
+    """
     version = _field(raw, "catalog_version", int, where)
     currency = _field(raw, "currency", str, where)
     categories: dict[str, Category] = {}
     for name, body in _field(raw, "categories", dict, where).items():
         at = f"{where}.categories.{name}"
+        if not isinstance(name, str) or not CATEGORY_NAME.fullmatch(name):
+            raise CatalogError(f"{at}: a category name is 1..60 of A-Z a-z 0-9 _ . -")
         categories[name] = Category(name, _field(body, "fideslang", str, at), _field(body, "title", str, at),
                                     _names(body, "fields", at))
     purposes: dict[str, Purpose] = {}
     sinks: dict[str, str] = {}
     for name, body in _field(raw, "purposes", dict, where).items():
         at = f"{where}.purposes.{name}"
+        if not isinstance(name, str) or not PURPOSE_NAME.fullmatch(name):
+            raise CatalogError(f"{at}: a purpose name is 1..120 of A-Z a-z 0-9 _ . -")
         description = _field(body, "description", dict, at)
         for part in ("collected", "use", "who_sees"):
             _field(description, part, str, f"{at}.description")
@@ -140,7 +202,7 @@ def parse_catalog(raw: Any, where: str = "catalog") -> Catalog:
         if not uses:
             raise CatalogError(f"{at}.categories: a purpose must accept at least one category")
         purposes[name] = Purpose(name, _field(body, "title", str, at), dict(description), terms, retention,
-                                 sink, uses)
+                                 sink, uses, _usefulness(body, at, read))
     if not purposes:
         raise CatalogError(f"{where}.purposes: no purposes defined")
     credits = raw.get("credits_per_currency_unit", 100)

@@ -24,7 +24,7 @@ from consentgate.connectors.ledger import (
     valuations,
 )
 from consentgate.errors import LedgerError
-from consentgate.valuation import POOL_PLANS, next_period, split
+from consentgate.valuation import MAX_POOL_CENTS, POOL_PLANS, next_period, split
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class CloseReport:
     contributions: int
     cash_cents: int
     credits: int
-    pools: dict[str, int]  # "purpose/plan" -> cents paid out
+    pools: dict[str, int]  # "purpose/plan" -> cents paid out: the sum of its payout rows in the ledger
     carried: dict[str, int]  # "purpose/plan" -> cents moved to the next period (no one to pay)
     statements: int
 
@@ -50,8 +50,8 @@ def parse_amount(text: str) -> int:
     cents = amount * 100
     if cents != cents.to_integral_value():
         raise LedgerError(f"amount {text!r} has fractions of a cent")
-    if cents > 10**15:
-        raise LedgerError(f"amount {text!r} is too large")
+    if cents > MAX_POOL_CENTS:
+        raise LedgerError(f"amount {text!r} is too large (at most {MAX_POOL_CENTS // 100} per pool)")
     return int(cents)
 
 
@@ -62,6 +62,8 @@ def declare_pool(engine: Engine, catalog: Catalog, purpose: str, period: str, am
         raise LedgerError(f"unknown purpose {purpose!r} (the catalog has: {', '.join(catalog.purposes)})")
     if plan not in POOL_PLANS:
         raise LedgerError(f"plan {plan!r} has no pool (pools are for: {', '.join(POOL_PLANS)})")
+    if isinstance(amount_cents, bool) or not 1 <= amount_cents <= MAX_POOL_CENTS:
+        raise LedgerError(f"pool amount {amount_cents} cents outside 1..{MAX_POOL_CENTS}")
     with engine.begin() as conn:
         if _lock_period(conn, period) == "closed":
             raise LedgerError(f"period {period} is closed; declare the pool for a later period")
@@ -86,6 +88,13 @@ def close_period(engine: Engine, catalog: Catalog, period: str) -> CloseReport:
         conn.execute(update(periods).where(periods.c.period == period)
                      .values(status="closed", closed_at=datetime.now(timezone.utc)))
         return _report(conn, period, already_closed=False)
+
+
+def period_status(engine: Engine, period: str) -> str | None:
+    """``open``, ``closed``, or None for a period the ledger has never seen."""
+    with engine.connect() as conn:
+        status = conn.execute(select(periods.c.status).where(periods.c.period == period)).scalar()
+    return None if status is None else str(status)
 
 
 def _lock_period(conn: Connection, period: str) -> str:
@@ -201,14 +210,19 @@ def _report(conn: Connection, period: str, already_closed: bool) -> CloseReport:
         return int(conn.execute(select(func.coalesce(func.sum(payouts.c.amount), 0))
                                 .where(payouts.c.period == period, payouts.c.kind == kind)).scalar_one())
 
-    pool_rows = conn.execute(select(pools.c.purpose, pools.c.plan, pools.c.status, pools.c.amount_cents)
-                             .where(pools.c.period == period)).all()
+    # What was paid is read from the payout rows, not the pools' declared amounts, so a report that
+    # adds paid + carried and compares it with what was declared checks something.
+    paid_rows = conn.execute(select(pools.c.purpose, pools.c.plan, func.sum(payouts.c.amount))
+                             .join(payouts, payouts.c.pool_id == pools.c.pool_id)
+                             .where(pools.c.period == period).group_by(pools.c.purpose, pools.c.plan)).all()
+    carried_rows = conn.execute(select(pools.c.purpose, pools.c.plan, pools.c.amount_cents)
+                                .where(pools.c.period == period, pools.c.status == "carried")).all()
     return CloseReport(
         period, already_closed,
         int(conn.execute(select(func.count()).select_from(contributions)
                          .where(contributions.c.period == period)).scalar_one()),
         kinds("cash"), kinds("credits"),
-        {f"{p}/{plan}": amount for p, plan, status, amount in pool_rows if status == "paid"},
-        {f"{p}/{plan}": amount for p, plan, status, amount in pool_rows if status == "carried"},
+        {f"{p}/{plan}": int(amount) for p, plan, amount in paid_rows},
+        {f"{p}/{plan}": int(amount) for p, plan, amount in carried_rows},
         int(conn.execute(select(func.count()).select_from(statements)
                          .where(statements.c.period == period)).scalar_one()))

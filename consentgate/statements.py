@@ -11,14 +11,35 @@ from sqlalchemy import Engine, and_, case, func, select
 
 from consentgate.catalog import Catalog
 from consentgate.connectors.ledger import contributions, payouts, periods, valuations
+from consentgate.usefulness.multiplier import DEFAULT_CAP, band_of, band_range
+from consentgate.valuation import USEFULNESS_PLANS
 
 PLAN_WORDS = {
     "per_unit": "paid per use, at the rate card",
-    "revenue_share": "a share of the purpose's revenue pool, in proportion to quality-weighted use",
+    "revenue_share": "a share of the purpose's revenue pool, in proportion to use weighted by quality and usefulness",
     "credits": "subscription credits",
     "dividend": "an equal share of the purpose's dividend pool",
     None: "free tier: not paid",
 }
+PLURAL = {"post": "posts", "conversation": "messages", "search": "searches"}
+
+
+def usefulness_words(catalog: Catalog, purpose: str, category: str, plan: str | None, average_milli: int,
+                     topic: str | None) -> dict[str, Any]:
+    """The person's own usefulness band in plain words; never a value, never anyone else's."""
+    spec = catalog.purposes[purpose].usefulness if purpose in catalog.purposes else None
+    cap_milli = round((spec.cap if spec else DEFAULT_CAP) * 1000)
+    band = band_of(average_milli)
+    # The topic says what was useful; for a low band it would only name what was least far off.
+    about = f" about {topic}" if topic and average_milli >= 900 else ""
+    title = catalog.purposes[purpose].title if purpose in catalog.purposes else purpose
+    applied = plan in USEFULNESS_PLANS
+    sentence = (f"Your {PLURAL.get(category, category + ' records')}{about} {band.words} for "
+                f"\"{title}\" (usefulness {band_range(band, cap_milli)})")
+    sentence += (": your pay for them was multiplied by it." if applied else
+                 "; your plan pays an equal share, so usefulness does not change it." if plan == "dividend" else ".")
+    return {"band": band.words, "range": band_range(band, cap_milli), "topic": topic, "applied": applied,
+            "sentence": sentence}
 
 
 def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = None) -> dict[str, Any]:
@@ -30,7 +51,9 @@ def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = 
                    func.avg(valuations.c.quality), func.sum(valuations.c.duplicate),
                    func.sum(valuations.c.value_micros), func.min(valuations.c.rate_micros),
                    func.sum(case((contributions.c.occurred_period != contributions.c.period, 1), else_=0)),
-                   func.min(contributions.c.receipt_id), func.count(func.distinct(contributions.c.receipt_id)))
+                   func.min(contributions.c.receipt_id), func.count(func.distinct(contributions.c.receipt_id)),
+                   func.avg(case((and_(valuations.c.duplicate == 0, valuations.c.usefulness_milli.is_not(None)),
+                                  valuations.c.usefulness_milli))))
             .join(valuations, joined).where(*where)
             .group_by(contributions.c.period, contributions.c.purpose, contributions.c.category,
                       contributions.c.tier, contributions.c.plan)
@@ -41,10 +64,20 @@ def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = 
         paid = conn.execute(select(payouts.c.period, payouts.c.purpose, payouts.c.plan, payouts.c.kind,
                                    payouts.c.amount).where(*paid_where)
                             .order_by(payouts.c.period, payouts.c.purpose)).all()
-        status = dict(conn.execute(select(periods.c.period, periods.c.status)).all())
+        status: dict[str, str] = dict(conn.execute(select(periods.c.period, periods.c.status)).all())
+        topics: dict[tuple[str, str, str], str] = {}
+        for p, purpose, category, topic, _ in conn.execute(  # most frequent first, then by name
+                select(contributions.c.period, contributions.c.purpose, contributions.c.category,
+                       valuations.c.usefulness_topic, func.count().label("n"))
+                .join(valuations, joined).where(*where, valuations.c.usefulness_topic.is_not(None),
+                                                valuations.c.duplicate == 0)
+                .group_by(contributions.c.period, contributions.c.purpose, contributions.c.category,
+                          valuations.c.usefulness_topic)
+                .order_by(func.count().desc(), valuations.c.usefulness_topic)):
+            topics.setdefault((p, purpose, category), topic)
     by_period: dict[str, dict[str, Any]] = {}
     for (p, purpose, category, tier, plan, n, units, quality, dups, micros, rate, late, receipt,
-         receipts) in rows:
+         receipts, usefulness) in rows:
         entry = by_period.setdefault(p, {"period": p, "status": status.get(p, "open"), "uses": [],
                                          "payouts": []})
         entry["uses"].append({
@@ -52,7 +85,9 @@ def gather(engine: Engine, catalog: Catalog, user_id: str, period: str | None = 
             else purpose, "category": category, "tier": tier, "plan": plan, "records": int(n), "units": int(units),
             "average_quality": round(float(quality), 3), "duplicates": int(dups),
             "rate_per_unit": str(Decimal(int(rate)) / 1_000_000), "value": _money(int(micros), 6),
-            "arrived_late": int(late), "receipt_id": receipt, "receipts": int(receipts)})
+            "arrived_late": int(late), "receipt_id": receipt, "receipts": int(receipts),
+            "usefulness": None if usefulness is None else usefulness_words(
+                catalog, purpose, category, plan, round(float(usefulness)), topics.get((p, purpose, category)))})
     cents: dict[str, int] = {}
     credits: dict[str, int] = {}
     for p, purpose, plan, kind, amount in paid:
@@ -96,6 +131,8 @@ def render_text(s: dict[str, Any]) -> str:
                          f"nothing; rate {u['rate_per_unit']} {cur}/unit; value {u['value']} {cur}")
             lines.append(f"    plan: {PLAN_WORDS.get(u['plan'], u['plan'])}; consent receipt {u['receipt_id']}"
                          + (f" (+{u['receipts'] - 1} more)" if u["receipts"] > 1 else ""))
+            if u["usefulness"]:
+                lines.append(f"    {u['usefulness']['sentence']}")
         for x in p["payouts"]:
             unit = cur if x["kind"] == "cash" else "credits"
             lines.append(f"  paid for {x['purpose']} ({x['plan']}): {x['amount']} {unit}")
@@ -129,6 +166,9 @@ def render_html(s: dict[str, Any]) -> str:
                 f"<td>{e(u['value'])} {cur}</td><td>{e(PLAN_WORDS.get(u['plan'], str(u['plan'])))}</td>"
                 f"<td><code>{e(u['receipt_id'])}</code></td></tr>")
         parts.append("</table>")
+        sentences = [u["usefulness"]["sentence"] for u in p["uses"] if u["usefulness"]]
+        if sentences:
+            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in sentences) + "</ul>")
         if p["payouts"]:
             parts.append("<ul>" + "".join(
                 f"<li>For {e(x['purpose'])} ({e(x['plan'])}): <strong>{x['amount']} "
@@ -136,6 +176,8 @@ def render_html(s: dict[str, Any]) -> str:
         parts.append(f"<p>Total for {e(p['period'])}: <strong>{e(p['cash'])} {cur}</strong> and "
                      f"<strong>{p['credits']} credits</strong>.</p>")
     parts.append("<p>How value is computed: units &times; the rate for that kind of data and use &times; a "
-                 "quality score from the content alone (length, repetition, spam); copies of what you already "
+                 "quality score from the content alone (length, repetition, spam) &times; how useful it was: how "
+                 "closely it helps match the examples of what the model needs, compared with everything "
+                 "contributed that month (you see your own band only). Copies of what you already "
                  "shared earn nothing. Who you are never changes the score.</p></body></html>")
     return "\n".join(parts) + "\n"

@@ -1,7 +1,9 @@
 """What a contribution is worth, how pools split, which period it belongs to (pure, no I/O).
 
-value = units x rate(category, purpose) x quality, in micro-units of the catalog's
-currency; a duplicate, or anything from a ``free``-tier user, is worth nothing.
+value = units x rate(category, purpose) x quality x usefulness, in micro-units of the
+catalog's currency; a duplicate, or anything from a ``free``-tier user, is worth nothing.
+Usefulness (SPEC §11) is a multiplier in thousandths set per period by ``metering value``;
+until then, and for records without text, it is 1.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, NamedTuple
 
 from consentgate.catalog import Catalog
+from consentgate.identifiers import identifier_problem
 from consentgate.quality import NEAR_DUPLICATE_BITS, distance
 
 PLANS = ("per_unit", "revenue_share", "credits", "dividend")
 POOL_PLANS = ("revenue_share", "dividend")
+USEFULNESS_PLANS = ("per_unit", "revenue_share", "credits")  # dividend stays an equal split
 RECENT_TEXTS = 64
+NEUTRAL_MILLI = 1000
+# The ledger's column widths for identifiers from input (connectors.ledger builds its columns from
+# these), so a contribution that passes ``identifier_rejection`` always fits.
+ID_LENGTHS = {"event_id": 200, "user_id": 200, "receipt_id": 80, "record_id": 64, "key_id": 32}
+# Pool amounts in cents: 10**15 cents is ten trillion currency units; payouts, sums and the split's
+# products stay far inside a signed 64-bit integer.
+MAX_POOL_CENTS = 10**15
 
 
 class Valuation(NamedTuple):
@@ -34,23 +45,51 @@ def rate_micros(catalog: Catalog, purpose: str, category: str) -> int:
     return int((rate * 1_000_000).to_integral_value(ROUND_HALF_EVEN))
 
 
-def value(catalog: Catalog, record: Mapping[str, Any], duplicate: bool) -> Valuation:
+def weigh(units: int, quality: float, paid: bool, rate: int, usefulness_milli: int = NEUTRAL_MILLI
+          ) -> tuple[int, int]:
+    """(weight_milli, value_micros): units x quality x usefulness x 1000, and that x rate; 0 if unpaid."""
+    quality_milli = round(quality * 1000) if paid else 0
+    weight = int((Decimal(units * quality_milli * usefulness_milli) / 1000).to_integral_value(ROUND_HALF_EVEN))
+    micros = (Decimal(weight) * rate / 1000).to_integral_value(ROUND_HALF_EVEN)
+    return weight, int(micros)
+
+
+def value(catalog: Catalog, record: Mapping[str, Any], duplicate: bool,
+          usefulness_milli: int = NEUTRAL_MILLI) -> Valuation:
     quality = 1.0 if record["quality"] is None else float(record["quality"])
     rate = rate_micros(catalog, record["purpose"], record["category"])
     paid = record["tier"] == "data_sharing" and not duplicate
-    quality_milli = round(quality * 1000) if paid else 0
-    weight = record["units"] * quality_milli
-    micros = (Decimal(weight) * rate / 1000).to_integral_value(ROUND_HALF_EVEN)
-    return Valuation(quality, duplicate, rate, weight, int(micros))
+    weight, micros = weigh(record["units"], quality, paid, rate, usefulness_milli)
+    return Valuation(quality, duplicate, rate, weight, micros)
+
+
+def _shown(text: str) -> str:
+    """Input echoed in an error message, bounded so a dead letter's message stays small."""
+    return repr(text) if len(text) <= 60 else f"{text[:60]!r}... ({len(text)} characters)"
+
+
+def identifier_rejection(record: Mapping[str, Any]) -> str | None:
+    """Why a contribution's identifiers cannot go into the ledger (too long, control characters), or None."""
+    for name in ("event_id", "user_id", "receipt_id"):
+        problem = identifier_problem(record[name])
+        if problem is not None:
+            return f"{name} {problem}"
+        if len(record[name]) > ID_LENGTHS[name]:
+            return f"{name} has {len(record[name])} characters (at most {ID_LENGTHS[name]})"
+    for name in ("record_id", "key_id"):  # keyed hashes from the gate: hex and a short prefix, or empty
+        text = record.get(name) or ""
+        if len(text) > ID_LENGTHS[name] or not (text.isascii() and text.isalnum() or not text):
+            return f"{name} is not a keyed hash of at most {ID_LENGTHS[name]} letters and digits"
+    return None
 
 
 def rejection(catalog: Catalog, record: Mapping[str, Any], max_units: int) -> str | None:
     """Why a decoded contribution cannot be credited, or None if it can."""
     purpose = catalog.purposes.get(record["purpose"])
     if purpose is None:
-        return f"unknown purpose {record['purpose']!r}"
+        return f"unknown purpose {_shown(record['purpose'])}"
     if record["category"] not in purpose.categories:
-        return f"purpose {purpose.name!r} does not use category {record['category']!r}"
+        return f"purpose {purpose.name!r} does not use category {_shown(record['category'])}"
     units = record["units"]
     if not 1 <= units <= max_units:
         return f"units {units} outside 1..{max_units}"

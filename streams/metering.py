@@ -38,10 +38,10 @@ from consentgate.connectors.ledger import (
 from consentgate.connectors.topics import TopicNames
 from consentgate.errors import ConsentGateError
 from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.errors import InvalidRecord, MissingValue, RecordError
+from consentgate.schemas.errors import InvalidIdentifier, InvalidRecord, MissingValue, RecordError
 from consentgate.settings import Settings
 from consentgate.streams.outputs import dead_letter
-from consentgate.valuation import DuplicateIndex, next_period, period_of, rejection, value
+from consentgate.valuation import DuplicateIndex, identifier_rejection, next_period, period_of, rejection, value
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,11 @@ class MeteringWorker:
                 if not raw:
                     raise MissingValue("contribution record has no value")
                 record = decode(raw, msg.topic(), partition, offset)
+                # Identifiers first: a value the ledger's columns cannot hold would roll the whole
+                # batch back and the same batch would be read again forever.
+                bad_id = identifier_rejection(record)
+                if bad_id is not None:
+                    raise InvalidIdentifier(bad_id)
                 reason = rejection(self.catalog, record, self.settings.max_units)
                 if reason is not None:
                     raise InvalidContribution(reason)
@@ -246,6 +251,7 @@ class MeteringWorker:
                 "period": target[occurred], "occurred_period": occurred, "tier": rec["tier"], "plan": rec["plan"],
                 "receipt_id": rec["receipt_id"], "consent_version": rec["consent_version"],
                 "fingerprint": rec["fingerprint"], "source_partition": item.partition, "source_offset": item.offset,
+                "record_id": rec.get("record_id") or None, "key_id": rec.get("key_id") or None,
             })
             valuation_rows.append({
                 "event_id": rec["event_id"], "purpose": rec["purpose"], "quality": valued.quality,

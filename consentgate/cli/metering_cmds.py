@@ -1,4 +1,4 @@
-"""``consentgate metering run|pool|close`` and ``consentgate statement``."""
+"""``consentgate metering run|pool|value|close`` and ``consentgate statement``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from consentgate.catalog import Catalog
 from consentgate.cli.options import add_connection, catalog_of, flag, settings_from, stop_on_signals
 from consentgate.connectors.ledger import connect
-from consentgate.periods import close_period, declare_pool, parse_amount
+from consentgate.periods import close_period, declare_pool, parse_amount, period_status
 from consentgate.statements import gather, render
 from consentgate.streams.metering import MeteringWorker
 from consentgate.valuation import POOL_PLANS, parse_period
@@ -65,8 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pool.add_argument("--plan", default="revenue_share", choices=POOL_PLANS)
     pool.set_defaults(run=run_pool)
 
-    close = msub.add_parser("close", help="close a period: pay every plan and pool, issue statements")
-    _add_ledger(close)
+    value = msub.add_parser("value", help="value a period's contributions by usefulness (exact KNN-Shapley "
+                                          "against each purpose's reference set); re-runnable until close")
+    add_connection(value)
+    flag(value, "ledger-url", "payout ledger (default: SQLite in the data dir)")
+    value.add_argument("--period", required=True, type=_period, help="YYYY-MM")
+    value.set_defaults(run=run_value)
+
+    close = msub.add_parser("close", help="close a period: value usefulness, pay every plan and pool, issue "
+                                          "statements")
+    add_connection(close)
+    flag(close, "ledger-url", "payout ledger (default: SQLite in the data dir)")
     close.add_argument("--period", required=True, type=_period, help="YYYY-MM")
     close.set_defaults(run=run_close)
 
@@ -98,11 +107,32 @@ def run_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _value(args: argparse.Namespace, engine: Engine, catalog: Catalog) -> dict[str, object]:
+    # Imported here: numpy and scikit-learn load only for the commands that value.
+    from consentgate.connectors.training_texts import TrainingTexts
+    from consentgate.usefulness_ledger import value_period
+
+    texts = TrainingTexts(settings_from(args), catalog)
+    report = value_period(engine, catalog, args.period, texts)
+    return {"period": report.period, "purposes": {p: asdict(r) for p, r in report.purposes.items()},
+            "training_records_read": texts.read, "unreadable_training_records": texts.unreadable}
+
+
+def run_value(args: argparse.Namespace) -> int:
+    with _ledger(args) as (engine, catalog):
+        print(json.dumps(_value(args, engine, catalog)))
+    return 0
+
+
 def run_close(args: argparse.Namespace) -> int:
     with _ledger(args) as (engine, catalog):
+        valued = None
+        if any(p.usefulness for p in catalog.purposes.values()) and period_status(engine, args.period) != "closed":
+            valued = _value(args, engine, catalog)
         report = close_period(engine, catalog, args.period)
-    print(json.dumps(asdict(report)))
+    print(json.dumps({**asdict(report), "usefulness": valued}))
     return 0
+
 
 
 def run_statement(args: argparse.Namespace) -> int:

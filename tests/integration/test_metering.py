@@ -11,6 +11,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from consentgate.catalog import Catalog
@@ -22,6 +23,8 @@ from consentgate.quality import assess
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.settings import Settings
 from consentgate.statements import gather
+from consentgate.usefulness.embed import HashedNgramEmbedder
+from consentgate.usefulness.period import value_texts
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.metering import MeteringWorker
 from consentgate.valuation import period_of
@@ -53,7 +56,8 @@ def ledger(settings: Settings) -> dict[tuple[str, str], tuple[Any, ...]]:
 def contribution(event_id: str, **over: Any) -> dict[str, Any]:
     base = {"event_id": event_id, "purpose": GEN, "user_id": "u1", "category": "post", "units": 1,
             "quality": 1.0, "fingerprint": None, "occurred_at": datetime.now(timezone.utc),
-            "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r1", "consent_version": 1}
+            "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r1", "consent_version": 1,
+            "record_id": "", "key_id": ""}
     base.update(over)
     return base
 
@@ -277,3 +281,116 @@ def test_two_workers_rebalancing_mid_stream_credit_each_contribution_once(
     assert workers[1].stats.credited > 0
     assert workers[0].stats.credited + workers[1].stats.credited == 23_000
     assert sorted(ledger(settings)) == sorted((r["event_id"], GEN) for r in records)
+
+
+def test_oversized_and_control_character_ids_go_to_the_dlq_and_never_jam_the_ledger(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, ledger_url: str) -> None:
+    """201- and 10,000-character ids (and a NUL) between good records: the good ones are credited in
+    the same batches, the bad ones go to metering.dlq as InvalidIdentifier, the worker goes on."""
+    settings = make_settings(ledger_url=ledger_url)
+    bad = [
+        contribution("u" * 201),
+        contribution("bad-user-201", user_id="u" * 201),
+        contribution("e" * 10_000),
+        contribution("bad-user-10k", user_id="x" * 10_000),
+        contribution("bad-receipt", receipt_id="r" * 81),
+        contribution("bad-nul\x00", user_id="u1"),
+        contribution("bad-record-id", record_id="g" * 65),
+        contribution("bad-key-id", key_id="k-0/1"),
+    ]
+    good = [contribution(f"good-{n}", user_id=f"u{n}", record_id=f"{n:032x}", key_id="k0123456789a") for n in range(4)]
+    produce_contributions(settings, catalog, good[:2] + bad + good[2:])
+    worker = meter(settings, catalog)
+    assert (worker.stats.credited, worker.stats.retries) == (4, 0)
+    assert sorted(ledger(settings)) == [(f"good-{n}", GEN) for n in range(4)]
+    dlq = values(settings, topics.metering_dlq)
+    assert sorted((d["error_class"], d["message"]) for d in dlq) == sorted([
+        ("InvalidIdentifier", "event_id has 201 characters (at most 200)"),
+        ("InvalidIdentifier", "user_id has 201 characters (at most 200)"),
+        ("InvalidIdentifier", "event_id has 10000 characters (at most 200)"),
+        ("InvalidIdentifier", "user_id has 10000 characters (at most 200)"),
+        ("InvalidIdentifier", "receipt_id has 81 characters (at most 80)"),
+        ("InvalidIdentifier", "event_id has a control or unassigned character U+0000 at position 7"),
+        ("InvalidIdentifier", "record_id is not a keyed hash of at most 64 letters and digits"),
+        ("InvalidIdentifier", "key_id is not a keyed hash of at most 32 letters and digits"),
+    ])
+    engine = connect(settings.ledger())
+    with engine.connect() as conn:
+        ids = conn.execute(select(contributions.c.event_id, contributions.c.record_id, contributions.c.key_id)
+                           .order_by(contributions.c.event_id)).all()
+    engine.dispose()
+    assert [tuple(r) for r in ids] == [(f"good-{n}", f"{n:032x}", "k0123456789a") for n in range(4)]
+
+
+def test_without_the_bound_one_long_id_jams_the_ledger(make_settings: SettingsFactory, topics: TopicNames,
+                                                       catalog: Catalog, ledger_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the bound prevents (the code before it): PostgreSQL refuses a 201-character id, the whole
+    batch rolls back, and the worker reads the same batch again, forever, crediting nothing."""
+    if not ledger_url.startswith("postgresql"):
+        pytest.skip("SQLite does not enforce VARCHAR lengths: this failure exists on PostgreSQL only")
+    import consentgate.streams.metering as metering_module
+
+    monkeypatch.setattr(metering_module, "identifier_rejection", lambda record: None)
+    settings = make_settings(ledger_url=ledger_url)
+    produce_contributions(settings, catalog, [contribution("good-0"), contribution("u" * 201),
+                                              contribution("good-1")])
+    worker = MeteringWorker(settings, catalog)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: worker.stats.retries >= 3, timeout=60, what="the batch to be retried three times")
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert worker.stats.credited == 0 and ledger(settings) == {}
+
+
+def test_close_values_usefulness_from_the_training_topic_before_paying(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, ledger_url: str) -> None:
+    """Gate output end to end: the ledger keeps each contribution's keyed record id, `metering close`
+    reads the minimised texts from training.<purpose> by that id, values them, then pays."""
+    from consentgate.pseudonyms import key_id, record_id
+
+    settings = make_settings(ledger_url=ledger_url)
+    with ConsentWriter(settings, catalog) as writer:
+        writer.apply([ConsentRequest("grant", user, "post", GEN, tier="data_sharing", plan="revenue_share")
+                      for user in ("ana", "bo")])
+    t = datetime.now(timezone.utc)  # after the grants: a grant never legitimises older data
+    period = period_of(t)
+    on = ["the morning ferry to the island waits for high tide at the harbour",
+          "reading the tide tables before taking the boat out of the harbour",
+          "we pruned the apple orchard in late winter and hope for a good harvest"]
+    off = ["the quarterly earnings call moved the share price of the chip maker",
+           "my favourite video game got a patch that rebalanced every weapon",
+           "the tax office changed the deadline for filing self assessment returns"]
+    produce_events(settings, [ActivityEvent(f"a{n}", "ana", "post", t, "app", {"text": x}) for n, x in enumerate(on)]
+                   + [ActivityEvent(f"b{n}", "bo", "post", t, "app", {"text": x}) for n, x in enumerate(off)])
+    run_gate(settings, catalog)
+    assert meter(settings, catalog).stats.credited == 6
+    secret = settings.require_secret()
+    engine = connect(settings.ledger())
+    with engine.connect() as conn:
+        keyed = {e: (r, k) for e, r, k in conn.execute(
+            select(contributions.c.event_id, contributions.c.record_id, contributions.c.key_id))}
+    assert keyed == {e: (record_id(secret, GEN, e), key_id(secret)) for e in ("a0", "a1", "a2", "b0", "b1", "b2")}
+    assert run_cli(settings, "metering", "pool", "--purpose", GEN, "--period", period,
+                   "--amount", "100.00").returncode == 0
+    closed = run_cli(settings, "metering", "close", "--period", period)
+    assert closed.returncode == 0, closed.stderr[-2000:]
+    report = json.loads(closed.stdout)
+    assert report["usefulness"]["purposes"][GEN]["valued"] == 6
+    assert report["usefulness"]["training_records_read"] == 6 and report["pools"] == {f"{GEN}/revenue_share": 10000}
+    ana = gather(engine, catalog, "ana", period)["periods"][0]
+    bo = gather(engine, catalog, "bo", period)["periods"][0]
+    engine.dispose()
+    # Expected, from the pure parts: quality from the content, usefulness from the exact values,
+    # weight = quality x usefulness in thousandths each, the pool split in proportion (largest remainder).
+    milli = [v.multiplier_milli for v in value_texts(on + off, catalog.purposes[GEN].usefulness.reference,
+                                                     HashedNgramEmbedder(), 5, 3.0)]  # type: ignore[union-attr]
+    weights = [round(assess("post", {"text": x}).quality * 1000) * m / 1000 for x, m in zip(on + off, milli)]
+    exact_ana = 10000 * sum(weights[:3]) / sum(weights)
+    assert (ana["cash"], bo["cash"]) == ("81.92", "18.08") and abs(8192 - exact_ana) < 1
+    assert ana["uses"][0]["usefulness"]["topic"] == "the harbour"
+    again = run_cli(settings, "metering", "value", "--period", period)
+    assert again.returncode == 2 and f"period {period} is closed" in again.stderr

@@ -88,3 +88,44 @@ def test_unreadable_and_invalid_yaml_files(tmp_path: Any) -> None:
     bad.write_text("purposes: [unclosed\n")
     with pytest.raises(CatalogError, match="bad.yaml: not valid YAML"):
         load_catalog(bad)
+
+
+def test_usefulness_reference_sets(tmp_path: Any) -> None:
+    gen = load_catalog().purposes["train_ai_system.generative"].usefulness
+    assert gen is not None and (gen.source, gen.k, gen.cap, len(gen.reference)) == (
+        "consentgate:references/generative.jsonl", 5, 3.0, 34)
+    assert "the harbour" in gen.reference.topics
+    assert load_catalog().purposes[REC].usefulness is None
+    raw = shipped_raw()
+    (tmp_path / "copy.yaml").write_text(yaml.safe_dump(raw))  # a copy of the shipped catalog, elsewhere
+    copied = load_catalog(tmp_path / "copy.yaml").purposes["train_ai_system.generative"].usefulness
+    assert copied is not None and copied.reference == gen.reference  # still finds the shipped set
+    raw["purposes"][REC]["usefulness"] = {"reference": "mine.jsonl", "k": 3}
+    raw["purposes"]["train_ai_system.generative"]["usefulness"]["reference"] = "references/generative.jsonl"
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(raw))
+    (tmp_path / "references").mkdir()
+    (tmp_path / "references" / "generative.jsonl").write_text('{"text": "a local reference"}\n')
+    (tmp_path / "mine.jsonl").write_text('{"text": "what the recommender needs"}\n')
+    catalog = load_catalog(tmp_path / "catalog.yaml")  # files are read beside the catalog
+    rec = catalog.purposes[REC].usefulness
+    assert rec is not None and (rec.reference.texts, rec.k, rec.cap) == (("what the recommender needs",), 3, 3.0)
+    gen_local = catalog.purposes["train_ai_system.generative"].usefulness
+    assert gen_local is not None and gen_local.reference.texts == ("a local reference",)
+    at = f"catalog.purposes.{REC}.usefulness"
+    for spec, message in [({"reference": "missing.jsonl", "k": 3}, f"{at}.reference: cannot read missing.jsonl"),
+                          ({"reference": "mine.jsonl", "k": 0}, f"{at}.k: expected 1..1000, got 0"),
+                          ({"reference": "mine.jsonl", "k": 3, "cap": 0.5}, f"{at}.cap: expected a number"),
+                          ({"k": 3}, f"{at}: missing field 'reference'")]:
+        raw["purposes"][REC]["usefulness"] = spec
+        with pytest.raises(CatalogError) as info:
+            parse_catalog(raw, "catalog", lambda name: (tmp_path / name).read_bytes())
+        assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(("where", "name"), [("purposes", "train ai"), ("purposes", "p" * 121),
+                                             ("categories", "post\n"), ("categories", "c" * 61)])
+def test_names_are_bounded(where: str, name: str) -> None:
+    raw = shipped_raw()
+    raw[where][name] = raw[where]["post" if where == "categories" else REC]
+    with pytest.raises(CatalogError, match=f"a {where[:-1].replace('ie', 'y')} name is 1..(120|60) of"):
+        parse_catalog(raw)

@@ -11,6 +11,7 @@ from consentgate.catalog import load_catalog
 from consentgate.quality import Assessment, assess, distance, simhash
 from consentgate.valuation import (
     DuplicateIndex,
+    identifier_rejection,
     next_period,
     parse_period,
     period_of,
@@ -18,6 +19,7 @@ from consentgate.valuation import (
     rejection,
     split,
     value,
+    weigh,
 )
 
 CATALOG = load_catalog()
@@ -26,7 +28,8 @@ GEN, REC = "train_ai_system.generative", "train_ai_system.recommendation"
 
 def record(**over: Any) -> dict[str, Any]:
     base = {"event_id": "e1", "purpose": GEN, "user_id": "u1", "category": "post", "units": 1, "quality": 0.5,
-            "fingerprint": 7, "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r", "consent_version": 1}
+            "fingerprint": 7, "tier": "data_sharing", "plan": "per_unit", "receipt_id": "r", "consent_version": 1,
+            "record_id": "0f" * 16, "key_id": "k0123456789a"}
     base.update(over)
     return base
 
@@ -133,3 +136,38 @@ def test_duplicate_index() -> None:
     assert index.check_and_add("u1", GEN, 0b1011 ^ 0xF0F0) is False  # 8 bits away
     assert index.check_and_add("u1", GEN, None) is False
     assert len(index) == 5
+
+
+def test_usefulness_multiplies_weight_and_value_exactly() -> None:
+    assert weigh(3, 0.5, True, 5000) == (1500, 7500)  # neutral: as before usefulness existed
+    assert weigh(3, 0.5, True, 5000, 2667) == (4000, 20000)  # 3 x 500 x 2.667 = 4000.5 -> 4000 (half even)
+    assert weigh(1, 0.875, True, 5000, 1801) == (1576, 7880)  # 875 x 1.801 = 1575.875 -> 1576
+    assert weigh(2, 1.0, True, 10_000, 0) == (0, 0)  # matched nothing the model needs
+    assert weigh(2, 1.0, False, 10_000, 3000) == (0, 0)  # unpaid (free tier, copy) whatever its usefulness
+    assert value(CATALOG, record(units=3, quality=0.5), False, usefulness_milli=2000).value_micros == 15000
+
+
+@pytest.mark.parametrize(("over", "reason"), [
+    ({"event_id": "e" * 201}, "event_id has 201 characters (at most 200)"),
+    ({"user_id": "u" * 10_000}, "user_id has 10000 characters (at most 200)"),
+    ({"receipt_id": "r" * 81}, "receipt_id has 81 characters (at most 80)"),
+    ({"user_id": "ab\x00c"}, "user_id has a control or unassigned character U+0000 at position 2"),
+    ({"event_id": "a\u2028b"}, "event_id has a control or unassigned character U+2028 at position 1"),
+    ({"event_id": ""}, "event_id is empty"),
+    ({"record_id": "0" * 65}, "record_id is not a keyed hash of at most 64 letters and digits"),
+    ({"record_id": "ab-cd"}, "record_id is not a keyed hash of at most 64 letters and digits"),
+    ({"key_id": "k" * 33}, "key_id is not a keyed hash of at most 32 letters and digits"),
+])
+def test_identifier_rejections(over: dict[str, Any], reason: str) -> None:
+    assert identifier_rejection(record(**over)) == reason
+
+
+def test_identifiers_accepted() -> None:
+    assert identifier_rejection(record()) is None
+    assert identifier_rejection(record(event_id="e" * 200, user_id="ü" * 200, receipt_id="r" * 80)) is None
+    assert identifier_rejection(record(record_id="", key_id="")) is None  # made before keyed record ids
+
+
+def test_rejection_messages_never_echo_long_input() -> None:
+    reason = rejection(CATALOG, record(purpose="p" * 10_000), 10_000)
+    assert reason == f"unknown purpose {'p' * 60!r}... (10000 characters)"
