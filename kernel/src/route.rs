@@ -1,0 +1,374 @@
+//! One fetched batch to encoded output records: `consentgate/kernel/routing.py` in Rust.
+//!
+//! Outputs are encoded field by field in the order of the registered schema (the Python side
+//! checks each field's type, see `consentgate/kernel/plan.py`), framed with that schema's header.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::avro::{put_bytes, put_double, put_long, put_str};
+use crate::event::{self, Event, Rejected, Value};
+use crate::keyed::Keyed;
+use crate::quality::{self, Assessment};
+use crate::rules::{self, Catalog, Consent, Outcome, DROP_REASONS};
+
+const MESSAGE_CHARS: usize = 1000;
+const TIERS: [&str; 2] = ["free", "data_sharing"];
+const PLANS: [&str; 4] = ["per_unit", "revenue_share", "credits", "dividend"];
+
+macro_rules! fields {
+    ($name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub fn parse(name: &str) -> Result<Self, String> {
+                match name {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(format!("the kernel writes no field {other:?} in {}", stringify!($name))),
+                }
+            }
+        }
+    };
+}
+
+fields!(DecisionField { EventId = "event_id", UserId = "user_id", Category = "category", DecidedAt = "decided_at",
+    Outcomes = "outcomes", ConsentVersion = "consent_version", Input = "input" });
+fields!(TrainingField { Pseudonym = "pseudonym", RecordId = "record_id", KeyId = "key_id", EventId = "event_id",
+    Purpose = "purpose", Category = "category", OccurredAt = "occurred_at", Fields = "fields",
+    ReceiptId = "receipt_id", ConsentVersion = "consent_version" });
+fields!(ContributionField { EventId = "event_id", RecordId = "record_id", KeyId = "key_id", Purpose = "purpose",
+    UserId = "user_id", Category = "category", Units = "units", Quality = "quality", Fingerprint = "fingerprint",
+    OccurredAt = "occurred_at", Tier = "tier", Plan = "plan", ReceiptId = "receipt_id",
+    ConsentVersion = "consent_version" });
+fields!(DeadLetterField { Key = "key", Value = "value", Topic = "topic", Partition = "partition",
+    Offset = "offset", Timestamp = "timestamp", ErrorClass = "error_class", Message = "message",
+    FailedAt = "failed_at", Worker = "worker" });
+
+/// How one output topic is written: its schema's fields in order and its Confluent header.
+#[derive(Debug, Clone)]
+pub struct Output<F> {
+    pub fields: Vec<F>,
+    pub header: Vec<u8>,
+}
+
+impl<F> Output<F> {
+    pub fn new(names: &[String], header: Vec<u8>, parse: fn(&str) -> Result<F, String>) -> Result<Self, String> {
+        Ok(Output { fields: names.iter().map(|n| parse(n)).collect::<Result<_, _>>()?, header })
+    }
+}
+
+pub struct Config {
+    pub catalog: Catalog,
+    pub secret: Vec<u8>,
+    pub decisions: Output<DecisionField>,
+    pub dead_letters: Output<DeadLetterField>,
+    pub contributions: Output<ContributionField>,
+    /// one per catalog purpose, in catalog order
+    pub training: Vec<Output<TrainingField>>,
+    pub known_schema_ids: Vec<u32>,
+    pub worker: String,
+    pub clock_skew_ms: i64,
+    pub max_record_bytes: usize,
+}
+
+pub struct Fetched<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+}
+
+pub type Encoded = (Option<Vec<u8>>, Vec<u8>);
+
+/// Output index: 0 decisions, 1 dead letters, 2 contributions, 3 + p the training sink of purpose p.
+pub const DECISIONS: usize = 0;
+pub const DEAD_LETTERS: usize = 1;
+pub const CONTRIBUTIONS: usize = 2;
+pub const TRAINING: usize = 3;
+
+#[derive(Debug, Default)]
+pub struct BatchOut {
+    pub outputs: Vec<Vec<Encoded>>,
+    /// (purpose index, category, "passed" or the drop reason) -> count
+    pub outcomes: HashMap<(usize, String, &'static str), u64>,
+    pub dead_letters: HashMap<&'static str, u64>,
+    pub decisions: u64,
+    pub records_passed: u64,
+    pub deferred: Vec<usize>,
+}
+
+pub struct Kernel {
+    pub config: Config,
+    keyed: Keyed,
+    key_id: String,
+}
+
+enum Read<'a> {
+    Event(Event<'a>),
+    Deferred,
+}
+
+impl Kernel {
+    pub fn new(config: Config) -> Self {
+        let keyed = Keyed::new(&config.secret);
+        let key_id = keyed.key_id();
+        Kernel { config, keyed, key_id }
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Route a batch; `lookup` gives a user's consent (`Err` stops the batch: it is the caller's).
+    pub fn route<E>(
+        &self,
+        batch: &[Fetched<'_>],
+        lookup: &mut dyn FnMut(&str) -> Result<Arc<Consent>, E>,
+        now_ms: i64,
+    ) -> Result<BatchOut, E> {
+        let mut out = BatchOut { outputs: vec![Vec::new(); TRAINING + self.config.training.len()], ..Default::default() };
+        for (index, record) in batch.iter().enumerate() {
+            match self.read(record, now_ms) {
+                Err(rejected) => {
+                    let value = self.dead_letter(record, &rejected, now_ms);
+                    out.outputs[DEAD_LETTERS].push((None, value));
+                    *out.dead_letters.entry(rejected.class).or_default() += 1;
+                }
+                Ok(Read::Deferred) => out.deferred.push(index),
+                Ok(Read::Event(event)) => {
+                    let consent = lookup(event.user_id)?;
+                    self.decide(record, &event, &consent, now_ms, &mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read<'a>(&self, record: &Fetched<'a>, now_ms: i64) -> Result<Read<'a>, Rejected> {
+        let value = match record.value {
+            Some(v) if !v.is_empty() => v,
+            _ => return Err(Rejected::new("MissingValue", "input record has no value".to_owned())),
+        };
+        if value.len() > self.config.max_record_bytes {
+            return Err(Rejected::new(
+                "OversizedRecord",
+                format!("record of {} bytes exceeds max_record_bytes={}", value.len(), self.config.max_record_bytes),
+            ));
+        }
+        if let Some(id) = event::schema_id(value) {
+            if !self.config.known_schema_ids.contains(&id) {
+                return Ok(Read::Deferred);
+            }
+        }
+        let decoded = event::decode(value)?;
+        event::check(&decoded)?;
+        event::check_time(decoded.occurred_at, now_ms, self.config.clock_skew_ms)?;
+        Ok(Read::Event(decoded))
+    }
+
+    fn decide(&self, record: &Fetched<'_>, event: &Event<'_>, consent: &Consent, now_ms: i64, out: &mut BatchOut) {
+        let cfg = &self.config;
+        let outcomes = rules::decide(&cfg.catalog, event.category, event.occurred_at * 1000, consent, now_ms * 1000);
+        let user_key = event.user_id.as_bytes().to_vec();
+        out.outputs[DECISIONS].push((Some(user_key.clone()), self.decision(record, event, &outcomes, consent, now_ms)));
+        out.decisions += 1;
+        let mut assessment: Option<Assessment> = None;
+        let mut passed_any = false;
+        for outcome in &outcomes {
+            match *outcome {
+                Outcome::Dropped { purpose, reason } => {
+                    *out.outcomes.entry((purpose, event.category.to_owned(), DROP_REASONS[usize::from(reason)])).or_default() += 1;
+                }
+                Outcome::Passed { purpose, grant } => {
+                    let Consent::Given(state) = consent else { unreachable!("a pass rests on a consent state") };
+                    passed_any = true;
+                    let name = &cfg.catalog.purposes[purpose].name;
+                    let nym = self.keyed.pseudonym(name, event.user_id);
+                    let rid = self.keyed.record_id(name, event.event_id);
+                    let grant = &state.grants[grant];
+                    let training = self.training(purpose, event, &nym, &rid, &grant.receipt_id, state.version);
+                    out.outputs[TRAINING + purpose].push((Some(nym.into_bytes()), training));
+                    let assessed = *assessment.get_or_insert_with(|| quality::assess(event));
+                    let contribution = self.contribution(purpose, event, state, &grant.receipt_id, &rid, assessed);
+                    out.outputs[CONTRIBUTIONS].push((Some(user_key.clone()), contribution));
+                    *out.outcomes.entry((purpose, event.category.to_owned(), "passed")).or_default() += 1;
+                }
+            }
+        }
+        out.records_passed += u64::from(passed_any);
+    }
+
+    fn decision(&self, record: &Fetched<'_>, event: &Event<'_>, outcomes: &[Outcome], consent: &Consent, now_ms: i64) -> Vec<u8> {
+        let mut b = self.config.decisions.header.clone();
+        for field in &self.config.decisions.fields {
+            match field {
+                DecisionField::EventId => put_str(&mut b, event.event_id),
+                DecisionField::UserId => put_str(&mut b, event.user_id),
+                DecisionField::Category => put_str(&mut b, event.category),
+                DecisionField::DecidedAt => put_long(&mut b, now_ms),
+                DecisionField::Outcomes => {
+                    if !outcomes.is_empty() {
+                        put_long(&mut b, outcomes.len() as i64);
+                        for outcome in outcomes {
+                            match *outcome {
+                                Outcome::Passed { purpose, .. } => {
+                                    put_str(&mut b, &self.config.catalog.purposes[purpose].name);
+                                    b.extend_from_slice(&[1, 0]);
+                                }
+                                Outcome::Dropped { purpose, reason } => {
+                                    put_str(&mut b, &self.config.catalog.purposes[purpose].name);
+                                    b.extend_from_slice(&[0, 2]);
+                                    put_long(&mut b, i64::from(reason));
+                                }
+                            }
+                        }
+                    }
+                    b.push(0);
+                }
+                DecisionField::ConsentVersion => put_optional_long(&mut b, consent.version()),
+                DecisionField::Input => {
+                    put_str(&mut b, record.topic);
+                    put_long(&mut b, i64::from(record.partition));
+                    put_long(&mut b, record.offset);
+                }
+            }
+        }
+        b
+    }
+
+    fn training(&self, purpose: usize, event: &Event<'_>, nym: &str, rid: &str, receipt: &str, version: i64) -> Vec<u8> {
+        let plan = &self.config.training[purpose];
+        let info = &self.config.catalog.purposes[purpose];
+        let mut b = plan.header.clone();
+        for field in &plan.fields {
+            match field {
+                TrainingField::Pseudonym => put_str(&mut b, nym),
+                TrainingField::RecordId => put_str(&mut b, rid),
+                TrainingField::KeyId => put_str(&mut b, &self.key_id),
+                TrainingField::EventId => put_str(&mut b, event.event_id),
+                TrainingField::Purpose => put_str(&mut b, &info.name),
+                TrainingField::Category => put_str(&mut b, event.category),
+                TrainingField::OccurredAt => put_long(&mut b, event.occurred_at),
+                TrainingField::Fields => {
+                    let keep = info.keep.get(event.category).map(Vec::as_slice).unwrap_or_default();
+                    let kept: Vec<(&str, Value<'_>)> =
+                        keep.iter().filter_map(|name| event.field(name).map(|v| (name.as_str(), v))).collect();
+                    if !kept.is_empty() {
+                        put_long(&mut b, kept.len() as i64);
+                        for (name, value) in kept {
+                            put_str(&mut b, name);
+                            match value {
+                                Value::Str(s) => {
+                                    b.push(0);
+                                    put_str(&mut b, s);
+                                }
+                                Value::Double(d) => {
+                                    b.push(2);
+                                    put_double(&mut b, d);
+                                }
+                            }
+                        }
+                    }
+                    b.push(0);
+                }
+                TrainingField::ReceiptId => put_str(&mut b, receipt),
+                TrainingField::ConsentVersion => put_long(&mut b, version),
+            }
+        }
+        b
+    }
+
+    fn contribution(&self, purpose: usize, event: &Event<'_>, state: &rules::State, receipt: &str, rid: &str,
+                    assessed: Assessment) -> Vec<u8> {
+        let mut b = self.config.contributions.header.clone();
+        for field in &self.config.contributions.fields {
+            match field {
+                ContributionField::EventId => put_str(&mut b, event.event_id),
+                ContributionField::RecordId => put_str(&mut b, rid),
+                ContributionField::KeyId => put_str(&mut b, &self.key_id),
+                ContributionField::Purpose => put_str(&mut b, &self.config.catalog.purposes[purpose].name),
+                ContributionField::UserId => put_str(&mut b, event.user_id),
+                ContributionField::Category => put_str(&mut b, event.category),
+                ContributionField::Units => put_long(&mut b, 1),
+                ContributionField::Quality => {
+                    b.push(2);
+                    put_double(&mut b, assessed.quality);
+                }
+                ContributionField::Fingerprint => put_optional_long(&mut b, assessed.fingerprint),
+                ContributionField::OccurredAt => put_long(&mut b, event.occurred_at),
+                ContributionField::Tier => put_long(&mut b, symbol(&TIERS, &state.tier)),
+                ContributionField::Plan => match &state.plan {
+                    None => b.push(0),
+                    Some(plan) => {
+                        b.push(2);
+                        put_long(&mut b, symbol(&PLANS, plan));
+                    }
+                },
+                ContributionField::ReceiptId => put_str(&mut b, receipt),
+                ContributionField::ConsentVersion => put_long(&mut b, state.version),
+            }
+        }
+        b
+    }
+
+    fn dead_letter(&self, record: &Fetched<'_>, rejected: &Rejected, now_ms: i64) -> Vec<u8> {
+        let mut b = self.config.dead_letters.header.clone();
+        for field in &self.config.dead_letters.fields {
+            match field {
+                DeadLetterField::Key => put_optional_bytes(&mut b, record.key),
+                DeadLetterField::Value => put_optional_bytes(&mut b, record.value),
+                DeadLetterField::Topic => put_str(&mut b, record.topic),
+                DeadLetterField::Partition => put_long(&mut b, i64::from(record.partition)),
+                DeadLetterField::Offset => put_long(&mut b, record.offset),
+                DeadLetterField::Timestamp => put_optional_long(&mut b, record.timestamp.filter(|&ts| ts >= 0)),
+                DeadLetterField::ErrorClass => put_str(&mut b, rejected.class),
+                DeadLetterField::Message => put_str(&mut b, truncate_chars(&rejected.message, MESSAGE_CHARS)),
+                DeadLetterField::FailedAt => put_long(&mut b, now_ms),
+                DeadLetterField::Worker => put_str(&mut b, &self.config.worker),
+            }
+        }
+        b
+    }
+}
+
+/// The index of an enum symbol; the caller checked the symbol (see `State` conversion).
+fn symbol(symbols: &[&str], value: &str) -> i64 {
+    symbols.iter().position(|s| *s == value).map_or(0, |i| i as i64)
+}
+
+pub fn valid_tier(tier: &str) -> bool {
+    TIERS.contains(&tier)
+}
+
+pub fn valid_plan(plan: &str) -> bool {
+    PLANS.contains(&plan)
+}
+
+fn put_optional_long(b: &mut Vec<u8>, value: Option<i64>) {
+    match value {
+        None => b.push(0),
+        Some(v) => {
+            b.push(2);
+            put_long(b, v);
+        }
+    }
+}
+
+fn put_optional_bytes(b: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => b.push(0),
+        Some(v) => {
+            b.push(2);
+            put_bytes(b, v);
+        }
+    }
+}
+
+fn truncate_chars(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
