@@ -1,7 +1,8 @@
 """Generate the Unicode tables the kernel's quality assessment needs, from this Python's own database.
 
 consentgate.quality uses Python's ``re`` ``\\w``, ``str.lower`` (with its final-sigma rule),
-``str.isupper`` and ``str.isalpha``. The kernel must agree with them bit for bit, so its tables
+``str.isupper`` and ``str.isalpha``; consentgate.identifiers uses ``unicodedata.category``, and
+error messages use ``repr`` (``str.isprintable``). The kernel must agree with them bit for bit, so its tables
 come from the same interpreter, not from Rust's (different) Unicode version. build.rs runs this
 script with the interpreter the extension is built for; the kernel refuses to load under a
 Python whose Unicode version differs from the one recorded here.
@@ -57,9 +58,12 @@ def main() -> None:
         ign = after_cased and before_end
         ignorable.append(ign)
         cased.append(not ign and (c + "\u03a3").lower()[-1] == sigma_final)
+    forbidden = [unicodedata.category(c) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"} for c in CHARS]
+    printable = [c.isprintable() for c in CHARS]
     out = [f'pub static UNIDATA_VERSION: &str = "{unicodedata.unidata_version}";\n',
            table("WORD", ranges(word)), table("UPPER", ranges(upper)), table("ALPHA", ranges(alpha)),
-           table("CASE_IGNORABLE", ranges(ignorable)), table("CASED", ranges(cased))]
+           table("CASE_IGNORABLE", ranges(ignorable)), table("CASED", ranges(cased)),
+           table("ID_FORBIDDEN", ranges(forbidden)), table("PRINTABLE", ranges(printable))]
     entries = "".join(f'(0x{code:X},"{rust_escape(low)}"),' for code, low in lower)
     out.append(f"pub static LOWER: &[(u32, &str)] = &[{entries}];\n")
     with open(sys.argv[1], "w", encoding="utf-8") as fh:

@@ -42,7 +42,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
                      "user_id": "string", "category": "string", "units": "long", "quality": ["null", "double"],
                      "fingerprint": ["null", "long"], "occurred_at": _TS, "tier": _TIER, "plan": _PLAN,
                      "receipt_id": "string", "consent_version": "long"},
-    "DeadLetter": {"key": ["null", "bytes"], "value": ["null", "bytes"], "topic": "string", "partition": "int",
+    "DeadLetter": {"key": ["null", "bytes"], "value": ["null", "bytes"], "value_length": ["null", "long"],
+                   "value_sha256": ["null", "string"], "truncated": "boolean", "topic": "string", "partition": "int",
                    "offset": "long", "timestamp": ["null", _TS], "error_class": "string", "message": "string",
                    "failed_at": _TS, "worker": "string"},
 }

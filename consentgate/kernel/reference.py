@@ -21,9 +21,9 @@ from consentgate.kernel.errors import (
     UndecodableRecord,
 )
 
+from consentgate.identifiers import identifier_problem
 from consentgate.schemas.contracts import GENERIC_BRANCH, NAMESPACE, PAYLOAD_BRANCH
 
-MAX_ID_CHARS = 200
 # datetime's range (years 1..9999) in epoch milliseconds: what a timestamp-millis may hold
 MIN_MILLIS = -62_135_596_800_000
 MAX_MILLIS = 253_402_300_799_999
@@ -110,16 +110,21 @@ class _Reader:
             count = self.long()
             if count == 0:
                 return out
-            if count < 0:
+            block_end = None
+            if count < 0:  # a negative count is followed by the block's size in bytes
                 count = -count
                 size_at = self.pos
-                if self.long() < 0:
+                size = self.long()
+                if size < 0:
                     raise _Malformed("negative map block size", size_at)
+                block_end = self.pos + size
             if count * 2 > len(self.data) - self.pos:  # every entry holds at least two length bytes
                 raise _Malformed(f"map block of {count} entries past the end", start)
             for _ in range(count):
                 key = self.string()
                 out[key] = self.string()
+            if block_end is not None and self.pos != block_end:
+                raise _Malformed("map block size does not match its entries", start)
 
 
 def decode_activity(data: bytes) -> DecodedEvent:
@@ -155,24 +160,18 @@ def decode_activity(data: bytes) -> DecodedEvent:
     return DecodedEvent(schema_id, event_id, user_id, category, occurred_at, source, BRANCHES[index], payload)
 
 
-def _check_id(name: str, value: str) -> None:
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidIdentifier(f"{name} is {len(value)} characters long; at most {MAX_ID_CHARS} are allowed")
-    for i, ch in enumerate(value):
-        if ch < " " or "\x7f" <= ch <= "\x9f":  # Unicode category Cc
-            raise InvalidIdentifier(f"{name} holds control character U+{ord(ch):04X} at position {i}")
-
-
 def check_event(event: DecodedEvent) -> None:
-    """The contract checks of ``schemas.records.activity_from_avro``, plus bounded ids (issue 9)."""
+    """The contract checks of ``schemas.records.activity_from_avro``, in its order and with its messages."""
     if not event.event_id or not event.user_id:
         missing = "event_id" if not event.event_id else "user_id"
         raise MissingIdentifier(f"record has an empty {missing}")
-    _check_id("event_id", event.event_id)
-    _check_id("user_id", event.user_id)
+    for name, value in (("event_id", event.event_id), ("user_id", event.user_id), ("category", event.category)):
+        problem = identifier_problem(value)
+        if problem is not None:
+            raise InvalidIdentifier(f"{name} {problem}")
     expected = PAYLOAD_BRANCH.get(event.category)
     if expected is not None and expected != f"{NAMESPACE}.{event.branch}":
-        raise PayloadMismatch(f"category '{event.category}' needs payload {expected.rsplit('.', 1)[1]}, "
+        raise PayloadMismatch(f"category {event.category!r} needs payload {expected.rsplit('.', 1)[1]}, "
                               f"got {event.branch}")
 
 

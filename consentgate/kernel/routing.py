@@ -9,6 +9,7 @@ byte-identical to; the gate may use either.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from consentgate.model import ActivityEvent, ConsentLookup, ConsentState, Decisi
 from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.quality import Assessment, assess
 from consentgate.schemas.fastwrite import compile_writer
+from consentgate.streams.outputs import DLQ_VALUE_BYTES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MESSAGE_CHARS = 1000
@@ -74,6 +76,7 @@ class KernelConfig:
     worker: str
     clock_skew_ms: int = 300_000
     max_record_bytes: int = 1_000_000
+    dlq_value_bytes: int = DLQ_VALUE_BYTES
 
 
 def iso(millis: int) -> str:
@@ -118,7 +121,7 @@ class ReferenceKernel:
                 event = self._read(record, now_ms)
             except RecordError as exc:
                 result.outputs[cfg.dead_letters.topic].append((None, self._dead_letter(
-                    dead_letter(record, exc, now_ms, cfg.worker))))
+                    dead_letter(record, exc, now_ms, cfg.worker, cfg.dlq_value_bytes))))
                 result.dead_letters[type(exc).__name__] += 1
                 continue
             if event is None:
@@ -201,9 +204,15 @@ def contribution_record(event: ActivityEvent, outcome: Outcome, consent: Consent
             "plan": consent.plan, "receipt_id": outcome.grant.receipt_id, "consent_version": consent.version}
 
 
-def dead_letter(record: Fetched, error: Exception, failed_at_ms: int, worker: str) -> dict[str, Any]:
+def dead_letter(record: Fetched, error: Exception, failed_at_ms: int, worker: str, bound: int) -> dict[str, Any]:
+    """As ``streams.outputs.dead_letter``: key and value cut to ``bound``, the value's length and SHA-256 kept."""
     ts = record.timestamp
-    return {"key": record.key, "value": record.value, "topic": record.topic, "partition": record.partition,
+    key, value = record.key, record.value
+    return {"key": key[:bound] if key is not None else None, "value": value[:bound] if value is not None else None,
+            "value_length": len(value) if value is not None else None,
+            "value_sha256": hashlib.sha256(value).hexdigest() if value is not None else None,
+            "truncated": (key is not None and len(key) > bound) or (value is not None and len(value) > bound),
+            "topic": record.topic, "partition": record.partition,
             "offset": record.offset, "timestamp": ts if ts is not None and ts >= 0 else None,
             "error_class": type(error).__name__, "message": str(error)[:MESSAGE_CHARS],
             "failed_at": failed_at_ms, "worker": worker}

@@ -106,11 +106,15 @@ impl<'a> Reader<'a> {
             if count == 0 {
                 return Ok(out);
             }
+            let mut block_end: Option<u64> = None;
             if count < 0 {
+                // a negative count is followed by the block's size in bytes
                 let size_at = self.pos;
-                if self.long()? < 0 {
+                let size = self.long()?;
+                if size < 0 {
                     return Err(Malformed::new("negative map block size", size_at));
                 }
+                block_end = Some(self.pos as u64 + size as u64);
             }
             let count = count.unsigned_abs();
             // Every entry holds at least two length bytes: refuse a count the bytes cannot hold
@@ -128,6 +132,9 @@ impl<'a> Reader<'a> {
                         out.push((key, value));
                     }
                 }
+            }
+            if block_end.is_some_and(|end| end != self.pos as u64) {
+                return Err(Malformed::new("map block size does not match its entries", start));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! `consentgate/kernel/routing.py` (`check_time`): same checks, same order, same messages.
 
 use crate::avro::{Malformed, Reader};
+use crate::unicode;
 
 pub const MAX_ID_CHARS: usize = 200;
 pub const MIN_MILLIS: i64 = -62_135_596_800_000;
@@ -111,23 +112,18 @@ pub fn decode(data: &[u8]) -> Result<Event<'_>, Malformed> {
     Ok(Event { schema_id, event_id, user_id, category, occurred_at, source, branch, payload })
 }
 
-fn check_id(name: &str, value: &str) -> Result<(), Rejected> {
+/// `consentgate.identifiers.identifier_problem`.
+fn identifier_problem(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some("is empty".to_owned());
+    }
     let chars = value.chars().count();
     if chars > MAX_ID_CHARS {
-        return Err(Rejected::new(
-            "InvalidIdentifier",
-            format!("{name} is {chars} characters long; at most {MAX_ID_CHARS} are allowed"),
-        ));
+        return Some(format!("has {chars} characters (at most {MAX_ID_CHARS})"));
     }
-    for (i, ch) in value.chars().enumerate() {
-        if ch < ' ' || ('\u{7f}'..='\u{9f}').contains(&ch) {
-            return Err(Rejected::new(
-                "InvalidIdentifier",
-                format!("{name} holds control character U+{:04X} at position {i}", ch as u32),
-            ));
-        }
-    }
-    Ok(())
+    value.chars().enumerate().find(|&(_, c)| unicode::is_id_forbidden(c)).map(|(i, c)| {
+        format!("has a control or unassigned character U+{:04X} at position {i}", c as u32)
+    })
 }
 
 /// The payload branch each built-in category must use (others may use any branch).
@@ -147,15 +143,20 @@ pub fn check(event: &Event<'_>) -> Result<(), Rejected> {
         let missing = if event.event_id.is_empty() { "event_id" } else { "user_id" };
         return Err(Rejected::new("MissingIdentifier", format!("record has an empty {missing}")));
     }
-    check_id("event_id", event.event_id)?;
-    check_id("user_id", event.user_id)?;
+    for (name, value) in [("event_id", event.event_id), ("user_id", event.user_id), ("category", event.category)] {
+        if let Some(problem) = identifier_problem(value) {
+            return Err(Rejected::new("InvalidIdentifier", format!("{name} {problem}")));
+        }
+    }
     if let Some(expected) = expected_branch(event.category) {
         if expected != event.branch {
             return Err(Rejected::new(
                 "PayloadMismatch",
                 format!(
-                    "category '{}' needs payload {}, got {}",
-                    event.category, BRANCHES[expected], BRANCHES[event.branch]
+                    "category {} needs payload {}, got {}",
+                    unicode::repr(event.category),
+                    BRANCHES[expected],
+                    BRANCHES[event.branch]
                 ),
             ));
         }

@@ -71,7 +71,8 @@ fn convert(obj: &Bound<'_, PyAny>, erased_type: &Bound<'_, PyAny>, micros: &Boun
 impl Kernel {
     #[new]
     #[pyo3(signature = (*, categories, purposes, secret, decisions, dead_letters, contributions, training,
-                        known_schema_ids, worker, clock_skew_ms, max_record_bytes, erased_type, micros))]
+                        known_schema_ids, worker, clock_skew_ms, max_record_bytes, dlq_value_bytes, erased_type,
+                        micros))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         categories: Vec<String>,
@@ -85,6 +86,7 @@ impl Kernel {
         worker: String,
         clock_skew_ms: i64,
         max_record_bytes: usize,
+        dlq_value_bytes: usize,
         erased_type: Py<PyAny>,
         micros: Py<PyAny>,
     ) -> PyResult<Self> {
@@ -108,6 +110,7 @@ impl Kernel {
             worker,
             clock_skew_ms,
             max_record_bytes,
+            dlq_value_bytes,
         };
         Ok(Kernel { inner: route::Kernel::new(config), topics, erased_type, micros, cache: HashMap::new() })
     }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use crate::avro::{put_bytes, put_double, put_long, put_str};
 use crate::event::{self, Event, Rejected, Value};
 use crate::keyed::Keyed;
@@ -40,7 +42,8 @@ fields!(ContributionField { EventId = "event_id", RecordId = "record_id", KeyId 
     UserId = "user_id", Category = "category", Units = "units", Quality = "quality", Fingerprint = "fingerprint",
     OccurredAt = "occurred_at", Tier = "tier", Plan = "plan", ReceiptId = "receipt_id",
     ConsentVersion = "consent_version" });
-fields!(DeadLetterField { Key = "key", Value = "value", Topic = "topic", Partition = "partition",
+fields!(DeadLetterField { Key = "key", Value = "value", ValueLength = "value_length",
+    ValueSha256 = "value_sha256", Truncated = "truncated", Topic = "topic", Partition = "partition",
     Offset = "offset", Timestamp = "timestamp", ErrorClass = "error_class", Message = "message",
     FailedAt = "failed_at", Worker = "worker" });
 
@@ -69,6 +72,8 @@ pub struct Config {
     pub worker: String,
     pub clock_skew_ms: i64,
     pub max_record_bytes: usize,
+    /// a dead letter keeps at most this much of the input's key and of its value
+    pub dlq_value_bytes: usize,
 }
 
 pub struct Fetched<'a> {
@@ -314,11 +319,24 @@ impl Kernel {
     }
 
     fn dead_letter(&self, record: &Fetched<'_>, rejected: &Rejected, now_ms: i64) -> Vec<u8> {
+        let bound = self.config.dlq_value_bytes;
         let mut b = self.config.dead_letters.header.clone();
         for field in &self.config.dead_letters.fields {
             match field {
-                DeadLetterField::Key => put_optional_bytes(&mut b, record.key),
-                DeadLetterField::Value => put_optional_bytes(&mut b, record.value),
+                DeadLetterField::Key => put_optional_bytes(&mut b, record.key.map(|k| &k[..k.len().min(bound)])),
+                DeadLetterField::Value => put_optional_bytes(&mut b, record.value.map(|v| &v[..v.len().min(bound)])),
+                DeadLetterField::ValueLength => put_optional_long(&mut b, record.value.map(|v| v.len() as i64)),
+                DeadLetterField::ValueSha256 => match record.value {
+                    None => b.push(0),
+                    Some(v) => {
+                        b.push(2);
+                        put_str(&mut b, &hex(&Sha256::digest(v)));
+                    }
+                },
+                DeadLetterField::Truncated => {
+                    let cut = record.key.is_some_and(|k| k.len() > bound) || record.value.is_some_and(|v| v.len() > bound);
+                    b.push(u8::from(cut));
+                }
                 DeadLetterField::Topic => put_str(&mut b, record.topic),
                 DeadLetterField::Partition => put_long(&mut b, i64::from(record.partition)),
                 DeadLetterField::Offset => put_long(&mut b, record.offset),
@@ -364,6 +382,10 @@ fn put_optional_bytes(b: &mut Vec<u8>, value: Option<&[u8]>) {
             put_bytes(b, v);
         }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn truncate_chars(text: &str, chars: usize) -> &str {

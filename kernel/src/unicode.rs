@@ -111,3 +111,35 @@ pub fn words(text: &str) -> Vec<&str> {
     }
     out
 }
+
+/// `unicodedata.category(c)` is one of Cc, Cf, Cs, Co, Cn, Zl, Zp (consentgate.identifiers).
+pub fn is_id_forbidden(c: char) -> bool {
+    in_table(tables::ID_FORBIDDEN, c)
+}
+
+/// Python's `repr()` of a string.
+pub fn repr(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') { '"' } else { '\'' };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            _ if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ if c == ' ' || (c.is_ascii() && !c.is_ascii_control()) || (!c.is_ascii() && in_table(tables::PRINTABLE, c)) => {
+                out.push(c)
+            }
+            _ if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            _ if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            _ => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push(quote);
+    out
+}

@@ -38,26 +38,21 @@ def header(schema_id: int) -> bytes:
     return b"\x00" + schema_id.to_bytes(4, "big")
 
 
-def new_shapes() -> dict[str, dict[str, Any]]:
-    """TrainingRecord and Contribution as issue 9 reshapes them (no raw ids; record_id and key_id)."""
-    training = copy.deepcopy(schema_json("TrainingRecord"))
-    by_name = {f["name"]: f for f in training["fields"]}
-    training["fields"] = [by_name["pseudonym"], {"name": "record_id", "type": "string"},
-                          {"name": "key_id", "type": "string"}] + [
-        by_name[n] for n in ("purpose", "category", "occurred_at", "fields", "consent_version")]
-    contribution = copy.deepcopy(schema_json("Contribution"))
-    contribution["fields"][1:1] = [{"name": "record_id", "type": "string"}, {"name": "key_id", "type": "string"}]
-    return {"TrainingRecord": training, "Contribution": contribution}
+def reordered(schema: dict[str, Any]) -> dict[str, Any]:
+    """The same record with its fields in reverse order: the kernel writes whatever order is registered."""
+    out = copy.deepcopy(schema)
+    out["fields"] = out["fields"][::-1]
+    return out
 
 
 def schemas(shape: str) -> dict[str, dict[str, Any]]:
     out = {c: schema_json(c) for c in ("Decision", "DeadLetter", "Contribution", "TrainingRecord")}
-    if shape == "new":
-        out.update(new_shapes())
+    if shape == "reordered":
+        out = {c: reordered(s) for c, s in out.items()}
     return out
 
 
-def config(shape: str = "new", *, max_record_bytes: int = 1_000_000) -> tuple[KernelConfig, dict[str, Any]]:
+def config(shape: str = "shipped", *, max_record_bytes: int = 1_000_000, dlq_value_bytes: int = 65_536) -> tuple[KernelConfig, dict[str, Any]]:
     s = schemas(shape)
     training = {p.name: plan_output(p.sink_topic, "TrainingRecord", s["TrainingRecord"], header(20 + i))
                 for i, p in enumerate(CATALOG.purposes.values())}
@@ -67,7 +62,8 @@ def config(shape: str = "new", *, max_record_bytes: int = 1_000_000) -> tuple[Ke
         dead_letters=plan_output("gate.dlq", "DeadLetter", s["DeadLetter"], header(12)),
         contributions=plan_output("metering.contributions", "Contribution", s["Contribution"], header(13)),
         training=training, known_schema_ids=frozenset({ACTIVITY_ID}), worker="worker-ü",
-        clock_skew_ms=300_000, max_record_bytes=max_record_bytes)
+        clock_skew_ms=300_000, max_record_bytes=max_record_bytes,
+        dlq_value_bytes=dlq_value_bytes)
     return cfg, s
 
 

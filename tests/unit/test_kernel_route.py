@@ -3,6 +3,7 @@ assessments, same output bytes on every topic (kernel/ vs consentgate/kernel/rou
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
 
@@ -54,10 +55,7 @@ def decode(contract_schema: dict[str, Any], data: bytes) -> Any:
     return fastavro.schemaless_reader(io.BytesIO(data[5:]), fastavro.parse_schema(contract_schema))
 
 
-KERNELS = {shape: pair(shape) for shape in ("current", "new")} if requires_kernel.args[0] is False else {}
-
-
-@pytest.mark.parametrize("shape", ["current", "new"])
+@pytest.mark.parametrize("shape", ["shipped", "reordered"])
 def test_a_passing_post_is_routed_to_exact_outputs(shape: str) -> None:
     ref, native = pair(shape)
     _, schemas = config(shape)
@@ -82,21 +80,20 @@ def test_a_passing_post_is_routed_to_exact_outputs(shape: str) -> None:
     assert key == nym.encode() and training[:5] == b"\x00\x00\x00\x00\x15"
     record = decode(schemas["TrainingRecord"], training)
     assert record["pseudonym"] == nym and record["fields"] == {"text": "one two three four five six"}
-    assert "ü1" not in training.decode("utf-8", "replace")
-    if shape == "new":
-        assert record["record_id"] == record_id(SECRET, "train_ai_system.generative", "e-1")
-        assert record["key_id"] == key_id(SECRET) and "event_id" not in record and b"e-1" not in training
+    assert record["record_id"] == record_id(SECRET, "train_ai_system.generative", "e-1")
+    assert record["key_id"] == key_id(SECRET) and "event_id" not in record and "receipt_id" not in record
+    assert b"e-1" not in training and "ü1".encode() not in training and b"r-9" not in training
     [(_, contribution)] = result.outputs["metering.contributions"]
     contrib = decode(schemas["Contribution"], contribution)
-    assert (contrib["quality"], contrib["tier"], contrib["plan"], contrib["receipt_id"]) == (
-        0.5, "data_sharing", "credits", "r-9")  # six distinct words of twelve: half
+    assert (contrib["quality"], contrib["tier"], contrib["plan"], contrib["receipt_id"], contrib["record_id"]) == (
+        0.5, "data_sharing", "credits", "r-9", record["record_id"])  # six distinct words of twelve: half
     assert contrib["fingerprint"] == assess("post", {"text": "one two three four five six"}).fingerprint
     assert result.outcomes == {("train_ai_system.recommendation", "post", "no_grant"): 1,
                                ("train_ai_system.generative", "post", "passed"): 1}
 
 
 def test_rejected_and_deferred_inputs_go_where_the_reference_sends_them() -> None:
-    ref, native = pair("new", max_record_bytes=200)
+    ref, native = pair("shipped", max_record_bytes=200, dlq_value_bytes=8)
     good = encode_event({"event_id": "e", "user_id": "u1", "category": "click", "occurred_at": NOW_MS,
                          "source": "s", "payload": ("io.consentgate.v1.ClickPayload", {"item_id": "i", "url": "u"})})
     batch = [Fetched(None, None, "a", 0, 1), Fetched(None, b"", "a", 0, 2), Fetched(b"k", b"\x00" * 300, "a", 0, 3),
@@ -106,6 +103,14 @@ def test_rejected_and_deferred_inputs_go_where_the_reference_sends_them() -> Non
     assert_same(result, ref.route(batch, {}.get, NOW_MS))
     assert result.dead_letters == {"MissingValue": 2, "OversizedRecord": 1, "UndecodableRecord": 2}
     assert result.deferred == [5] and result.decisions == 1
+    _, schemas = config()
+    letters = [decode(schemas["DeadLetter"], v) for _, v in result.outputs["gate.dlq"]]
+    oversized = letters[2]
+    assert (oversized["error_class"], oversized["value"], oversized["value_length"], oversized["truncated"]) == (
+        "OversizedRecord", b"\x00" * 8, 300, True)
+    assert oversized["value_sha256"] == hashlib.sha256(b"\x00" * 300).hexdigest()
+    assert letters[3]["message"] == "cannot decode as ActivityEvent: 1 trailing bytes at byte 29"  # 5 + 2 + 3 + 6 + 6 + 2 + 1 + 2 + 2
+    assert [d["offset"] for d in letters] == [1, 2, 3, 4, 7]
     assert result.outcomes == {(p, "click", "no_consent_record"): 1
                                for p in ("train_ai_system.recommendation", "train_ai_system.ads_ranking")}
 
@@ -126,7 +131,7 @@ def batches(draw: st.DrawFn) -> tuple[list[Fetched], dict[str, Any]]:
     return records, lookup
 
 
-@pytest.mark.parametrize("shape", ["current", "new"])
+@pytest.mark.parametrize("shape", ["shipped", "reordered"])
 def test_kernel_routes_any_batch_like_the_reference(shape: str) -> None:
     ref, native = pair(shape)
 
@@ -146,6 +151,7 @@ def passing_batches(draw: st.DrawFn) -> tuple[list[Fetched], dict[str, Any]]:
     for i, event in enumerate(draw(st.lists(events(), min_size=1, max_size=6))):
         event["occurred_at"] = NOW_MS - draw(st.integers(0, 10**9))
         user = event["user_id"] = USERS[i % len(USERS)]
+        event["event_id"] = f"e-{i}-{event['event_id'][:5]}".replace("\x00", "0")
         grants = tuple(Grant(event["category"], p, at(event["occurred_at"] - draw(st.integers(-5, 10**6))),
                              draw(st.sampled_from([None, at(NOW_MS + 1), at(NOW_MS)])), draw(st.integers(1, 4)), "r")
                        for p in draw(st.lists(st.sampled_from(list(PURPOSES)), max_size=3, unique=True)))
@@ -159,7 +165,7 @@ PURPOSES = ("train_ai_system.recommendation", "train_ai_system.generative", "tra
 
 
 def test_kernel_passes_and_encodes_like_the_reference() -> None:
-    ref, native = pair("new")
+    ref, native = pair("shipped")
     passed = 0
 
     @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -172,7 +178,7 @@ def test_kernel_passes_and_encodes_like_the_reference() -> None:
         passed += result.records_passed
 
     check()
-    assert passed > 100  # the property ran over passing records, not only drops
+    assert passed > 60  # the property ran over passing records, not only drops
 
 
 @settings(max_examples=1500, deadline=None)
@@ -195,7 +201,7 @@ def test_assessment_edge_cases(text: str) -> None:
 
 
 def test_a_schema_the_kernel_cannot_write_is_refused() -> None:
-    _, schemas = config("new")
+    _, schemas = config()
     extra = dict(schemas["Contribution"], fields=[*schemas["Contribution"]["fields"],
                                                   {"name": "bonus", "type": "long"}])
     with pytest.raises(UnsupportedSchema, match="bonus"):
