@@ -1,14 +1,15 @@
-"""The error classes the kernel reports, shared with the Python reference.
+"""The error classes the kernel reports: those of ``consentgate.schemas.errors``, by name.
 
-``InvalidIdentifier`` is being added to ``consentgate.schemas.errors`` (issue 9); until it lands
-there the kernel defines the same class here, so the DLQ records the same ``error_class`` name.
+The compiled kernel returns an error class name and a message for each record it cannot use;
+``ERROR_CLASSES`` turns the name back into the exception the Python side raises for the same input,
+so the DLQ records the same ``error_class`` whichever implementation decided.
 """
 
 from __future__ import annotations
 
 from consentgate.schemas.errors import (
     ImpossibleTimestamp,
-    InvalidRecord,
+    InvalidIdentifier,
     MissingIdentifier,
     MissingValue,
     OversizedRecord,
@@ -17,13 +18,6 @@ from consentgate.schemas.errors import (
     UndecodableRecord,
 )
 
-try:
-    from consentgate.schemas.errors import InvalidIdentifier  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on whether issue 9's class has landed
-    class InvalidIdentifier(InvalidRecord):  # type: ignore[no-redef]
-        """An id is longer than 200 characters or holds control characters."""
-
-# error_class name -> class, for turning the kernel's (name, message) back into an exception
 ERROR_CLASSES: dict[str, type[RecordError]] = {cls.__name__: cls for cls in (
     UndecodableRecord, MissingIdentifier, InvalidIdentifier, PayloadMismatch, ImpossibleTimestamp, MissingValue,
     OversizedRecord)}

@@ -57,3 +57,7 @@ class NativeKernel:
     def route(self, batch: Sequence[Fetched], lookup: Lookup, now_ms: int) -> BatchResult:
         outputs, outcomes, dead, decisions, passed, deferred = self._kernel.route(batch, lookup, now_ms)
         return BatchResult(outputs, Counter(outcomes), Counter(dead), decisions, passed, deferred)
+
+    def learn_schema_id(self, schema_id: int) -> None:
+        """Decode records written with ``schema_id`` too (the codec found it equal to the reader schema)."""
+        self._kernel.learn_schema_id(schema_id)

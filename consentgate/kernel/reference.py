@@ -12,6 +12,7 @@ Checks after decoding (ids, payload branch, time) follow ``consentgate.schemas.r
 from __future__ import annotations
 
 import struct
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from consentgate.kernel.errors import (
@@ -22,7 +23,7 @@ from consentgate.kernel.errors import (
 )
 
 from consentgate.identifiers import identifier_problem
-from consentgate.schemas.contracts import GENERIC_BRANCH, NAMESPACE, PAYLOAD_BRANCH
+from consentgate.schemas.contracts import NAMESPACE, PAYLOAD_BRANCH
 
 # datetime's range (years 1..9999) in epoch milliseconds: what a timestamp-millis may hold
 MIN_MILLIS = -62_135_596_800_000
@@ -32,6 +33,7 @@ BRANCHES = ("PostPayload", "SearchPayload", "ConversationPayload", "ClickPayload
 _BRANCH_FIELDS: tuple[tuple[str, ...], ...] = (("text",), ("query",), ("text", "thread_id"), ("item_id", "url"),
                                                ("kind", "value"), ())
 _unpack_double = struct.Struct("<d").unpack_from
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class DecodedEvent(NamedTuple):
@@ -177,11 +179,10 @@ def check_event(event: DecodedEvent) -> None:
 
 def as_fastavro(event: DecodedEvent) -> dict[str, Any]:
     """The dict fastavro returns for the same bytes (``return_record_name=True``), for comparisons."""
-    from datetime import datetime, timedelta, timezone
-    occurred = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=event.occurred_at)
+    occurred = _EPOCH + timedelta(milliseconds=event.occurred_at)
     body: dict[str, Any] = {"fields": event.payload} if event.branch == "GenericPayload" else dict(event.payload)
     return {"event_id": event.event_id, "user_id": event.user_id, "category": event.category,
             "occurred_at": occurred, "source": event.source, "payload": (f"{NAMESPACE}.{event.branch}", body)}
 
 
-__all__ = ["BRANCHES", "DecodedEvent", "GENERIC_BRANCH", "as_fastavro", "check_event", "decode_activity"]
+__all__ = ["BRANCHES", "DecodedEvent", "as_fastavro", "check_event", "decode_activity"]

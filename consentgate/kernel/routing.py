@@ -99,6 +99,7 @@ class ReferenceKernel:
     def __init__(self, config: KernelConfig, schemas: dict[str, dict[str, Any]]) -> None:
         """``schemas``: contract name -> registered schema (JSON form) used by the plans."""
         self.config = config
+        self._known = set(config.known_schema_ids)
         self._key_id = key_id(config.secret)
 
         def writer(plan: OutputPlan) -> Callable[[dict[str, Any]], bytes]:
@@ -111,7 +112,12 @@ class ReferenceKernel:
         self._contribution = writer(config.contributions)
         self._training = {p: writer(plan) for p, plan in config.training.items()}
 
+    def learn_schema_id(self, schema_id: int) -> None:
+        """Decode records written with ``schema_id`` too (the codec found it equal to the reader schema)."""
+        self._known.add(schema_id)
+
     def route(self, batch: Sequence[Fetched], lookup: Lookup, now_ms: int) -> BatchResult:
+        """Decide ``batch`` at ``now_ms``; records with an unknown writer schema id are left in ``deferred``."""
         cfg = self.config
         result = BatchResult({plan.topic: [] for plan in (cfg.decisions, cfg.dead_letters, cfg.contributions,
                                                            *cfg.training.values())})
@@ -137,7 +143,7 @@ class ReferenceKernel:
         if len(value) > self.config.max_record_bytes:
             raise OversizedRecord(f"record of {len(value)} bytes exceeds max_record_bytes="
                                   f"{self.config.max_record_bytes}")
-        if len(value) >= 5 and value[0] == 0 and int.from_bytes(value[1:5], "big") not in self.config.known_schema_ids:
+        if len(value) >= 5 and value[0] == 0 and int.from_bytes(value[1:5], "big") not in self._known:
             return None  # another writer schema: the registry-backed codec resolves it
         event = decode_activity(value)
         check_event(event)

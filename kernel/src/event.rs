@@ -9,14 +9,8 @@ use crate::unicode;
 pub const MAX_ID_CHARS: usize = 200;
 pub const MIN_MILLIS: i64 = -62_135_596_800_000;
 pub const MAX_MILLIS: i64 = 253_402_300_799_999;
-pub const BRANCHES: [&str; 6] = [
-    "PostPayload",
-    "SearchPayload",
-    "ConversationPayload",
-    "ClickPayload",
-    "SignalPayload",
-    "GenericPayload",
-];
+pub const BRANCHES: [&str; 6] =
+    ["PostPayload", "SearchPayload", "ConversationPayload", "ClickPayload", "SignalPayload", "GenericPayload"];
 const BRANCH_FIELDS: [&[&str]; 5] = [&["text"], &["query"], &["text", "thread_id"], &["item_id", "url"], &["kind"]];
 
 /// A payload value: strings, or the signal's double.
@@ -121,9 +115,11 @@ fn identifier_problem(value: &str) -> Option<String> {
     if chars > MAX_ID_CHARS {
         return Some(format!("has {chars} characters (at most {MAX_ID_CHARS})"));
     }
-    value.chars().enumerate().find(|&(_, c)| unicode::is_id_forbidden(c)).map(|(i, c)| {
-        format!("has a control or unassigned character U+{:04X} at position {i}", c as u32)
-    })
+    value
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| unicode::is_id_forbidden(c))
+        .map(|(i, c)| format!("has a control or unassigned character U+{:04X} at position {i}", c as u32))
 }
 
 /// The payload branch each built-in category must use (others may use any branch).

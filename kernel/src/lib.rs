@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod avro;
+pub mod encode;
 pub mod event;
 pub mod keyed;
 pub mod quality;

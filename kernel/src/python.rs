@@ -8,6 +8,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
+use crate::encode;
 use crate::event::{self, Value, BRANCHES};
 use crate::quality;
 use crate::route::{self, Config, Fetched, Output};
@@ -48,7 +49,7 @@ fn convert(obj: &Bound<'_, PyAny>, erased_type: &Bound<'_, PyAny>, micros: &Boun
     }
     let tier: String = obj.getattr("tier")?.extract()?;
     let plan: Option<String> = obj.getattr("plan")?.extract()?;
-    if !route::valid_tier(&tier) || !plan.as_deref().is_none_or(route::valid_plan) {
+    if !encode::valid_tier(&tier) || !plan.as_deref().is_none_or(encode::valid_plan) {
         return Err(value_error(format!("consent state has an unknown tier or plan: {tier:?} {plan:?}")));
     }
     let mut grants = Vec::new();
@@ -65,6 +66,55 @@ fn convert(obj: &Bound<'_, PyAny>, erased_type: &Bound<'_, PyAny>, micros: &Boun
         });
     }
     Ok(Consent::Given(State { version: obj.getattr("version")?.extract()?, tier, plan, grants }))
+}
+
+/// A fetched record as Python passes it: (key, value, topic, partition, offset, timestamp).
+type Parts<'py> =
+    (Option<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>, Bound<'py, PyString>, i32, i64, Option<i64>);
+
+fn fetched<'a>(parts: &'a [Parts<'_>]) -> PyResult<Vec<Fetched<'a>>> {
+    parts
+        .iter()
+        .map(|(key, value, topic, partition, offset, timestamp)| {
+            Ok(Fetched {
+                key: key.as_ref().map(|k| k.as_bytes()),
+                value: value.as_ref().map(|v| v.as_bytes()),
+                topic: topic.to_str()?,
+                partition: *partition,
+                offset: *offset,
+                timestamp: *timestamp,
+            })
+        })
+        .collect()
+}
+
+/// A user's consent: once per batch from `lookup`, converted once per distinct consent object.
+fn consent_of(
+    py: Python<'_>,
+    user: &str,
+    lookup: &Bound<'_, PyAny>,
+    erased_type: &Bound<'_, PyAny>,
+    micros: &Bound<'_, PyAny>,
+    cache: &mut HashMap<String, (Py<PyAny>, Arc<Consent>)>,
+    in_batch: &mut HashMap<String, Arc<Consent>>,
+) -> PyResult<Arc<Consent>> {
+    if let Some(found) = in_batch.get(user) {
+        return Ok(found.clone());
+    }
+    let obj = lookup.call1((user,))?;
+    let converted = match cache.get(user) {
+        Some((seen, converted)) if seen.bind(py).is(&obj) => converted.clone(),
+        _ => {
+            let converted = Arc::new(convert(&obj, erased_type, micros)?);
+            if cache.len() >= CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(user.to_owned(), (obj.unbind(), converted.clone()));
+            converted
+        }
+    };
+    in_batch.insert(user.to_owned(), converted.clone());
+    Ok(converted)
 }
 
 #[pymethods]
@@ -102,10 +152,10 @@ impl Kernel {
         let config = Config {
             catalog: Catalog::new(categories, purposes),
             secret,
-            decisions: output(&decisions, route::DecisionField::parse)?,
-            dead_letters: output(&dead_letters, route::DeadLetterField::parse)?,
-            contributions: output(&contributions, route::ContributionField::parse)?,
-            training: training.iter().map(|t| output(t, route::TrainingField::parse)).collect::<PyResult<_>>()?,
+            decisions: output(&decisions, encode::DecisionField::parse)?,
+            dead_letters: output(&dead_letters, encode::DeadLetterField::parse)?,
+            contributions: output(&contributions, encode::ContributionField::parse)?,
+            training: training.iter().map(|t| output(t, encode::TrainingField::parse)).collect::<PyResult<_>>()?,
             known_schema_ids,
             worker,
             clock_skew_ms,
@@ -126,47 +176,15 @@ impl Kernel {
         lookup: &Bound<'py, PyAny>,
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        type Parts<'py> = (Option<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>, Bound<'py, PyString>, i32, i64, Option<i64>);
         let mut parts: Vec<Parts<'py>> = Vec::new();
         for item in batch.try_iter()? {
             parts.push(item?.extract()?);
         }
-        let fetched = parts
-            .iter()
-            .map(|(key, value, topic, partition, offset, timestamp)| {
-                Ok(Fetched {
-                    key: key.as_ref().map(|k| k.as_bytes()),
-                    value: value.as_ref().map(|v| v.as_bytes()),
-                    topic: topic.to_str()?,
-                    partition: *partition,
-                    offset: *offset,
-                    timestamp: *timestamp,
-                })
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let fetched = fetched(&parts)?;
         let Kernel { inner, topics, erased_type, micros, cache } = self;
-        let erased_type = erased_type.bind(py);
-        let micros = micros.bind(py);
-        let mut in_batch: HashMap<String, Arc<Consent>> = HashMap::new();
-        let mut find = |user: &str| -> PyResult<Arc<Consent>> {
-            if let Some(found) = in_batch.get(user) {
-                return Ok(found.clone());
-            }
-            let obj = lookup.call1((user,))?;
-            let converted = match cache.get(user) {
-                Some((seen, converted)) if seen.bind(py).is(&obj) => converted.clone(),
-                _ => {
-                    let converted = Arc::new(convert(&obj, erased_type, micros)?);
-                    if cache.len() >= CACHE_LIMIT {
-                        cache.clear();
-                    }
-                    cache.insert(user.to_owned(), (obj.unbind(), converted.clone()));
-                    converted
-                }
-            };
-            in_batch.insert(user.to_owned(), converted.clone());
-            Ok(converted)
-        };
+        let (erased_type, micros) = (erased_type.bind(py), micros.bind(py));
+        let mut in_batch = HashMap::new();
+        let mut find = |user: &str| consent_of(py, user, lookup, erased_type, micros, cache, &mut in_batch);
         let out = inner.route(&fetched, &mut find, now_ms)?;
         let outputs = PyDict::new(py);
         for (topic, records) in topics.iter().zip(out.outputs) {
@@ -185,14 +203,46 @@ impl Kernel {
         for (class, n) in out.dead_letters {
             dead.set_item(class, n)?;
         }
-        PyTuple::new(py, [
-            outputs.into_any(),
-            outcomes.into_any(),
-            dead.into_any(),
-            out.decisions.into_pyobject(py)?.into_any(),
-            out.records_passed.into_pyobject(py)?.into_any(),
-            PyList::new(py, out.deferred)?.into_any(),
-        ])
+        PyTuple::new(
+            py,
+            [
+                outputs.into_any(),
+                outcomes.into_any(),
+                dead.into_any(),
+                out.decisions.into_pyobject(py)?.into_any(),
+                out.records_passed.into_pyobject(py)?.into_any(),
+                PyList::new(py, out.deferred)?.into_any(),
+            ],
+        )
+    }
+
+    /// The route's work up to `stage` without encoding (1 decode, 2 decide, 3 keyed hashes, 4 assessment):
+    /// the bench's per-stage figures.
+    fn measure(
+        &mut self,
+        py: Python<'_>,
+        batch: &Bound<'_, PyAny>,
+        lookup: &Bound<'_, PyAny>,
+        now_ms: i64,
+        stage: u8,
+    ) -> PyResult<u64> {
+        let mut parts: Vec<Parts<'_>> = Vec::new();
+        for item in batch.try_iter()? {
+            parts.push(item?.extract()?);
+        }
+        let fetched = fetched(&parts)?;
+        let Kernel { inner, erased_type, micros, cache, .. } = self;
+        let (erased_type, micros) = (erased_type.bind(py), micros.bind(py));
+        let mut in_batch = HashMap::new();
+        let mut find = |user: &str| consent_of(py, user, lookup, erased_type, micros, cache, &mut in_batch);
+        inner.measure(&fetched, &mut find, now_ms, stage)
+    }
+
+    /// Read records written with `schema_id` from now on (its writer schema is the reader's own).
+    fn learn_schema_id(&mut self, schema_id: u32) {
+        if !self.inner.config.known_schema_ids.contains(&schema_id) {
+            self.inner.config.known_schema_ids.push(schema_id);
+        }
     }
 
     /// The key id written beside every keyed hash.
@@ -220,7 +270,16 @@ fn decode_many<'py>(py: Python<'py>, values: Vec<Vec<u8>>) -> PyResult<Bound<'py
                         Value::Double(d) => payload.append((*k, *d))?,
                     }
                 }
-                let fields = (e.schema_id, e.event_id, e.user_id, e.category, e.occurred_at, e.source, BRANCHES[e.branch], payload);
+                let fields = (
+                    e.schema_id,
+                    e.event_id,
+                    e.user_id,
+                    e.category,
+                    e.occurred_at,
+                    e.source,
+                    BRANCHES[e.branch],
+                    payload,
+                );
                 out.append(("ok", fields))?;
             }
             Err(rejected) => out.append((rejected.class, rejected.message))?,
@@ -238,7 +297,7 @@ fn assess_text(category: &str, text: &str) -> PyResult<(f64, Option<i64>)> {
         "conversation" => 8,
         other => return Err(value_error(format!("{other:?} carries no text"))),
     };
-    let a = quality::assess_text(text, full);
+    let a = quality::assess_text(text, full, &mut quality::WordHashes::default());
     Ok((a.quality, a.fingerprint))
 }
 

@@ -3,7 +3,7 @@
 //! same order, Python's `round(x, 3)`, and the same SimHash (BLAKE2b-64 per word, per-bit
 //! majority computed in 16-bit lanes with their carries, as the Python's big-integer trick does).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use blake2::digest::{Update, VariableOutput};
 use blake2::Blake2bVar;
@@ -24,6 +24,31 @@ const SPAM_PHRASES: [&str; 10] = [
     "dm me for",
 ];
 
+/// BLAKE2b-64 of recently seen words (a platform's vocabulary repeats; hashing is the slow part),
+/// bounded like quality.py's own cache.
+#[derive(Debug, Default)]
+pub struct WordHashes(HashMap<String, u64>);
+
+const WORD_CACHE_LIMIT: usize = 200_000;
+
+impl WordHashes {
+    fn get(&mut self, word: &str) -> u64 {
+        if let Some(&h) = self.0.get(word) {
+            return h;
+        }
+        let mut out = [0u8; 8];
+        let mut hasher = Blake2bVar::new(8).expect("8 is a valid BLAKE2b digest size");
+        hasher.update(word.as_bytes());
+        hasher.finalize_variable(&mut out).expect("the buffer is the digest size");
+        let h = u64::from_le_bytes(out);
+        if self.0.len() >= WORD_CACHE_LIMIT {
+            self.0.clear();
+        }
+        self.0.insert(word.to_owned(), h);
+        h
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Assessment {
     pub quality: f64,
@@ -40,17 +65,17 @@ fn text_field(category: &str) -> Option<(&'static str, u32)> {
     }
 }
 
-pub fn assess(event: &Event<'_>) -> Assessment {
+pub fn assess(event: &Event<'_>, hashes: &mut WordHashes) -> Assessment {
     let Some((field, full_length)) = text_field(event.category) else {
         return Assessment { quality: 1.0, fingerprint: None };
     };
     let Some(Value::Str(text)) = event.field(field) else {
         return Assessment { quality: 0.0, fingerprint: None };
     };
-    assess_text(text, full_length)
+    assess_text(text, full_length, hashes)
 }
 
-pub fn assess_text(text: &str, full_length: u32) -> Assessment {
+pub fn assess_text(text: &str, full_length: u32, hashes: &mut WordHashes) -> Assessment {
     let lowered = unicode::lower(text);
     let words = unicode::words(&lowered);
     if words.is_empty() {
@@ -59,13 +84,17 @@ pub fn assess_text(text: &str, full_length: u32) -> Assessment {
     let n = words.len() as f64;
     let length = {
         let fraction = n / f64::from(full_length);
-        if fraction < 1.0 { fraction } else { 1.0 }
+        if fraction < 1.0 {
+            fraction
+        } else {
+            1.0
+        }
     };
     let distinct = words.iter().collect::<HashSet<_>>().len() as f64;
     let information = 0.5 + 0.5 * distinct / n;
     let quality = length * information * (1.0 - 0.25 * f64::from(spam_signs(text, &lowered)));
     let quality = if 0.0 > quality { 0.0 } else { quality };
-    Assessment { quality: round3(quality), fingerprint: Some(simhash(&words)) }
+    Assessment { quality: round3(quality), fingerprint: Some(simhash(&words, hashes)) }
 }
 
 /// 0..4; 4 for a spam phrase, else one per weaker sign (three signs count as four).
@@ -118,14 +147,10 @@ fn round3(x: f64) -> f64 {
 }
 
 /// The 64-bit SimHash of `consentgate.quality.simhash`, as a signed 64-bit value.
-pub fn simhash(words: &[&str]) -> i64 {
+pub fn simhash(words: &[&str], hashes: &mut WordHashes) -> i64 {
     let mut counts = [0i64; 64];
-    let mut hasher_out = [0u8; 8];
     for word in words {
-        let mut hasher = Blake2bVar::new(8).expect("8 is a valid BLAKE2b digest size");
-        hasher.update(word.as_bytes());
-        hasher.finalize_variable(&mut hasher_out).expect("the buffer is the digest size");
-        let h = u64::from_le_bytes(hasher_out);
+        let h = hashes.get(word);
         for (bit, count) in counts.iter_mut().enumerate() {
             *count += ((h >> bit) & 1) as i64;
         }

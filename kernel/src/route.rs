@@ -5,47 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
-
-use crate::avro::{put_bytes, put_double, put_long, put_str};
-use crate::event::{self, Event, Rejected, Value};
+use crate::encode::{ContributionField, DeadLetterField, DecisionField, TrainingField};
+use crate::event::{self, Event, Rejected};
 use crate::keyed::Keyed;
-use crate::quality::{self, Assessment};
+use crate::quality::{self, Assessment, WordHashes};
 use crate::rules::{self, Catalog, Consent, Outcome, DROP_REASONS};
-
-const MESSAGE_CHARS: usize = 1000;
-const TIERS: [&str; 2] = ["free", "data_sharing"];
-const PLANS: [&str; 4] = ["per_unit", "revenue_share", "credits", "dividend"];
-
-macro_rules! fields {
-    ($name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),* }
-        impl $name {
-            pub fn parse(name: &str) -> Result<Self, String> {
-                match name {
-                    $($text => Ok($name::$variant),)*
-                    other => Err(format!("the kernel writes no field {other:?} in {}", stringify!($name))),
-                }
-            }
-        }
-    };
-}
-
-fields!(DecisionField { EventId = "event_id", UserId = "user_id", Category = "category", DecidedAt = "decided_at",
-    Outcomes = "outcomes", ConsentVersion = "consent_version", Input = "input" });
-fields!(TrainingField { Pseudonym = "pseudonym", RecordId = "record_id", KeyId = "key_id", EventId = "event_id",
-    Purpose = "purpose", Category = "category", OccurredAt = "occurred_at", Fields = "fields",
-    ReceiptId = "receipt_id", ConsentVersion = "consent_version" });
-fields!(ContributionField { EventId = "event_id", RecordId = "record_id", KeyId = "key_id", Purpose = "purpose",
-    UserId = "user_id", Category = "category", Units = "units", Quality = "quality", Fingerprint = "fingerprint",
-    OccurredAt = "occurred_at", Tier = "tier", Plan = "plan", ReceiptId = "receipt_id",
-    ConsentVersion = "consent_version" });
-fields!(DeadLetterField { Key = "key", Value = "value", ValueLength = "value_length",
-    ValueSha256 = "value_sha256", Truncated = "truncated", Topic = "topic", Partition = "partition",
-    Offset = "offset", Timestamp = "timestamp", ErrorClass = "error_class", Message = "message",
-    FailedAt = "failed_at", Worker = "worker" });
 
 /// How one output topic is written: its schema's fields in order and its Confluent header.
 #[derive(Debug, Clone)]
@@ -106,8 +72,9 @@ pub struct BatchOut {
 
 pub struct Kernel {
     pub config: Config,
-    keyed: Keyed,
-    key_id: String,
+    word_hashes: Mutex<WordHashes>,
+    pub(crate) keyed: Keyed,
+    pub(crate) key_id: String,
 }
 
 enum Read<'a> {
@@ -119,7 +86,7 @@ impl Kernel {
     pub fn new(config: Config) -> Self {
         let keyed = Keyed::new(&config.secret);
         let key_id = keyed.key_id();
-        Kernel { config, keyed, key_id }
+        Kernel { config, keyed, key_id, word_hashes: Mutex::new(WordHashes::default()) }
     }
 
     pub fn key_id(&self) -> &str {
@@ -133,7 +100,8 @@ impl Kernel {
         lookup: &mut dyn FnMut(&str) -> Result<Arc<Consent>, E>,
         now_ms: i64,
     ) -> Result<BatchOut, E> {
-        let mut out = BatchOut { outputs: vec![Vec::new(); TRAINING + self.config.training.len()], ..Default::default() };
+        let mut out =
+            BatchOut { outputs: vec![Vec::new(); TRAINING + self.config.training.len()], ..Default::default() };
         for (index, record) in batch.iter().enumerate() {
             match self.read(record, now_ms) {
                 Err(rejected) => {
@@ -149,6 +117,50 @@ impl Kernel {
             }
         }
         Ok(out)
+    }
+
+    /// The route's work up to `stage` (1 decode, 2 + decide, 3 + keyed hashes, 4 + assessment),
+    /// without encoding: for the bench's per-stage figures. Returns a count so nothing is optimised away.
+    pub fn measure<E>(
+        &self,
+        batch: &[Fetched<'_>],
+        lookup: &mut dyn FnMut(&str) -> Result<Arc<Consent>, E>,
+        now_ms: i64,
+        stage: u8,
+    ) -> Result<u64, E> {
+        let mut work = 0u64;
+        for record in batch {
+            let Ok(Read::Event(event)) = self.read(record, now_ms) else { continue };
+            work += 1;
+            if stage < 2 {
+                continue;
+            }
+            let consent = lookup(event.user_id)?;
+            let outcomes =
+                rules::decide(&self.config.catalog, event.category, event.occurred_at * 1000, &consent, now_ms * 1000);
+            let mut assessed = false;
+            for outcome in outcomes {
+                let Outcome::Passed { purpose, .. } = outcome else { continue };
+                work += 1;
+                if stage >= 3 {
+                    let name = &self.config.catalog.purposes[purpose].name;
+                    work += (self.keyed.pseudonym(name, event.user_id).len()
+                        + self.keyed.record_id(name, event.event_id).len()) as u64;
+                }
+                if stage >= 4 && !assessed {
+                    assessed = true;
+                    work += u64::from(
+                        quality::assess(
+                            &event,
+                            &mut self.word_hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                        )
+                        .fingerprint
+                        .is_some(),
+                    );
+                }
+            }
+        }
+        Ok(work)
     }
 
     fn read<'a>(&self, record: &Fetched<'a>, now_ms: i64) -> Result<Read<'a>, Rejected> {
@@ -184,7 +196,9 @@ impl Kernel {
         for outcome in &outcomes {
             match *outcome {
                 Outcome::Dropped { purpose, reason } => {
-                    *out.outcomes.entry((purpose, event.category.to_owned(), DROP_REASONS[usize::from(reason)])).or_default() += 1;
+                    *out.outcomes
+                        .entry((purpose, event.category.to_owned(), DROP_REASONS[usize::from(reason)]))
+                        .or_default() += 1;
                 }
                 Outcome::Passed { purpose, grant } => {
                     let Consent::Given(state) = consent else { unreachable!("a pass rests on a consent state") };
@@ -195,7 +209,12 @@ impl Kernel {
                     let grant = &state.grants[grant];
                     let training = self.training(purpose, event, &nym, &rid, &grant.receipt_id, state.version);
                     out.outputs[TRAINING + purpose].push((Some(nym.into_bytes()), training));
-                    let assessed = *assessment.get_or_insert_with(|| quality::assess(event));
+                    let assessed = *assessment.get_or_insert_with(|| {
+                        quality::assess(
+                            event,
+                            &mut self.word_hashes.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                        )
+                    });
                     let contribution = self.contribution(purpose, event, state, &grant.receipt_id, &rid, assessed);
                     out.outputs[CONTRIBUTIONS].push((Some(user_key.clone()), contribution));
                     *out.outcomes.entry((purpose, event.category.to_owned(), "passed")).or_default() += 1;
@@ -203,194 +222,5 @@ impl Kernel {
             }
         }
         out.records_passed += u64::from(passed_any);
-    }
-
-    fn decision(&self, record: &Fetched<'_>, event: &Event<'_>, outcomes: &[Outcome], consent: &Consent, now_ms: i64) -> Vec<u8> {
-        let mut b = self.config.decisions.header.clone();
-        for field in &self.config.decisions.fields {
-            match field {
-                DecisionField::EventId => put_str(&mut b, event.event_id),
-                DecisionField::UserId => put_str(&mut b, event.user_id),
-                DecisionField::Category => put_str(&mut b, event.category),
-                DecisionField::DecidedAt => put_long(&mut b, now_ms),
-                DecisionField::Outcomes => {
-                    if !outcomes.is_empty() {
-                        put_long(&mut b, outcomes.len() as i64);
-                        for outcome in outcomes {
-                            match *outcome {
-                                Outcome::Passed { purpose, .. } => {
-                                    put_str(&mut b, &self.config.catalog.purposes[purpose].name);
-                                    b.extend_from_slice(&[1, 0]);
-                                }
-                                Outcome::Dropped { purpose, reason } => {
-                                    put_str(&mut b, &self.config.catalog.purposes[purpose].name);
-                                    b.extend_from_slice(&[0, 2]);
-                                    put_long(&mut b, i64::from(reason));
-                                }
-                            }
-                        }
-                    }
-                    b.push(0);
-                }
-                DecisionField::ConsentVersion => put_optional_long(&mut b, consent.version()),
-                DecisionField::Input => {
-                    put_str(&mut b, record.topic);
-                    put_long(&mut b, i64::from(record.partition));
-                    put_long(&mut b, record.offset);
-                }
-            }
-        }
-        b
-    }
-
-    fn training(&self, purpose: usize, event: &Event<'_>, nym: &str, rid: &str, receipt: &str, version: i64) -> Vec<u8> {
-        let plan = &self.config.training[purpose];
-        let info = &self.config.catalog.purposes[purpose];
-        let mut b = plan.header.clone();
-        for field in &plan.fields {
-            match field {
-                TrainingField::Pseudonym => put_str(&mut b, nym),
-                TrainingField::RecordId => put_str(&mut b, rid),
-                TrainingField::KeyId => put_str(&mut b, &self.key_id),
-                TrainingField::EventId => put_str(&mut b, event.event_id),
-                TrainingField::Purpose => put_str(&mut b, &info.name),
-                TrainingField::Category => put_str(&mut b, event.category),
-                TrainingField::OccurredAt => put_long(&mut b, event.occurred_at),
-                TrainingField::Fields => {
-                    let keep = info.keep.get(event.category).map(Vec::as_slice).unwrap_or_default();
-                    let kept: Vec<(&str, Value<'_>)> =
-                        keep.iter().filter_map(|name| event.field(name).map(|v| (name.as_str(), v))).collect();
-                    if !kept.is_empty() {
-                        put_long(&mut b, kept.len() as i64);
-                        for (name, value) in kept {
-                            put_str(&mut b, name);
-                            match value {
-                                Value::Str(s) => {
-                                    b.push(0);
-                                    put_str(&mut b, s);
-                                }
-                                Value::Double(d) => {
-                                    b.push(2);
-                                    put_double(&mut b, d);
-                                }
-                            }
-                        }
-                    }
-                    b.push(0);
-                }
-                TrainingField::ReceiptId => put_str(&mut b, receipt),
-                TrainingField::ConsentVersion => put_long(&mut b, version),
-            }
-        }
-        b
-    }
-
-    fn contribution(&self, purpose: usize, event: &Event<'_>, state: &rules::State, receipt: &str, rid: &str,
-                    assessed: Assessment) -> Vec<u8> {
-        let mut b = self.config.contributions.header.clone();
-        for field in &self.config.contributions.fields {
-            match field {
-                ContributionField::EventId => put_str(&mut b, event.event_id),
-                ContributionField::RecordId => put_str(&mut b, rid),
-                ContributionField::KeyId => put_str(&mut b, &self.key_id),
-                ContributionField::Purpose => put_str(&mut b, &self.config.catalog.purposes[purpose].name),
-                ContributionField::UserId => put_str(&mut b, event.user_id),
-                ContributionField::Category => put_str(&mut b, event.category),
-                ContributionField::Units => put_long(&mut b, 1),
-                ContributionField::Quality => {
-                    b.push(2);
-                    put_double(&mut b, assessed.quality);
-                }
-                ContributionField::Fingerprint => put_optional_long(&mut b, assessed.fingerprint),
-                ContributionField::OccurredAt => put_long(&mut b, event.occurred_at),
-                ContributionField::Tier => put_long(&mut b, symbol(&TIERS, &state.tier)),
-                ContributionField::Plan => match &state.plan {
-                    None => b.push(0),
-                    Some(plan) => {
-                        b.push(2);
-                        put_long(&mut b, symbol(&PLANS, plan));
-                    }
-                },
-                ContributionField::ReceiptId => put_str(&mut b, receipt),
-                ContributionField::ConsentVersion => put_long(&mut b, state.version),
-            }
-        }
-        b
-    }
-
-    fn dead_letter(&self, record: &Fetched<'_>, rejected: &Rejected, now_ms: i64) -> Vec<u8> {
-        let bound = self.config.dlq_value_bytes;
-        let mut b = self.config.dead_letters.header.clone();
-        for field in &self.config.dead_letters.fields {
-            match field {
-                DeadLetterField::Key => put_optional_bytes(&mut b, record.key.map(|k| &k[..k.len().min(bound)])),
-                DeadLetterField::Value => put_optional_bytes(&mut b, record.value.map(|v| &v[..v.len().min(bound)])),
-                DeadLetterField::ValueLength => put_optional_long(&mut b, record.value.map(|v| v.len() as i64)),
-                DeadLetterField::ValueSha256 => match record.value {
-                    None => b.push(0),
-                    Some(v) => {
-                        b.push(2);
-                        put_str(&mut b, &hex(&Sha256::digest(v)));
-                    }
-                },
-                DeadLetterField::Truncated => {
-                    let cut = record.key.is_some_and(|k| k.len() > bound) || record.value.is_some_and(|v| v.len() > bound);
-                    b.push(u8::from(cut));
-                }
-                DeadLetterField::Topic => put_str(&mut b, record.topic),
-                DeadLetterField::Partition => put_long(&mut b, i64::from(record.partition)),
-                DeadLetterField::Offset => put_long(&mut b, record.offset),
-                DeadLetterField::Timestamp => put_optional_long(&mut b, record.timestamp.filter(|&ts| ts >= 0)),
-                DeadLetterField::ErrorClass => put_str(&mut b, rejected.class),
-                DeadLetterField::Message => put_str(&mut b, truncate_chars(&rejected.message, MESSAGE_CHARS)),
-                DeadLetterField::FailedAt => put_long(&mut b, now_ms),
-                DeadLetterField::Worker => put_str(&mut b, &self.config.worker),
-            }
-        }
-        b
-    }
-}
-
-/// The index of an enum symbol; the caller checked the symbol (see `State` conversion).
-fn symbol(symbols: &[&str], value: &str) -> i64 {
-    symbols.iter().position(|s| *s == value).map_or(0, |i| i as i64)
-}
-
-pub fn valid_tier(tier: &str) -> bool {
-    TIERS.contains(&tier)
-}
-
-pub fn valid_plan(plan: &str) -> bool {
-    PLANS.contains(&plan)
-}
-
-fn put_optional_long(b: &mut Vec<u8>, value: Option<i64>) {
-    match value {
-        None => b.push(0),
-        Some(v) => {
-            b.push(2);
-            put_long(b, v);
-        }
-    }
-}
-
-fn put_optional_bytes(b: &mut Vec<u8>, value: Option<&[u8]>) {
-    match value {
-        None => b.push(0),
-        Some(v) => {
-            b.push(2);
-            put_bytes(b, v);
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn truncate_chars(text: &str, chars: usize) -> &str {
-    match text.char_indices().nth(chars) {
-        Some((at, _)) => &text[..at],
-        None => text,
     }
 }

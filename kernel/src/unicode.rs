@@ -132,7 +132,10 @@ pub fn repr(text: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            _ if c == ' ' || (c.is_ascii() && !c.is_ascii_control()) || (!c.is_ascii() && in_table(tables::PRINTABLE, c)) => {
+            _ if c == ' '
+                || (c.is_ascii() && !c.is_ascii_control())
+                || (!c.is_ascii() && in_table(tables::PRINTABLE, c)) =>
+            {
                 out.push(c)
             }
             _ if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),

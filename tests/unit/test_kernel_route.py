@@ -19,6 +19,7 @@ from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.quality import assess
 from tests.unit.kernel_cases import (
     ACTIVITY_ID,
+    BRANCH_OF,
     NOW_MS,
     SECRET,
     USERS,
@@ -28,6 +29,7 @@ from tests.unit.kernel_cases import (
     encode_event,
     events,
     fail_unless_built,
+    payloads,
     requires_kernel,
     texts,
 )
@@ -111,6 +113,11 @@ def test_rejected_and_deferred_inputs_go_where_the_reference_sends_them() -> Non
     assert oversized["value_sha256"] == hashlib.sha256(b"\x00" * 300).hexdigest()
     assert letters[3]["message"] == "cannot decode as ActivityEvent: 1 trailing bytes at byte 29"  # 5 + 2 + 3 + 6 + 6 + 2 + 1 + 2 + 2
     assert [d["offset"] for d in letters] == [1, 2, 3, 4, 7]
+    for kernel in (ref, native):  # once the codec has seen id 0x63 is the reader schema, the kernel reads it
+        kernel.learn_schema_id(0x63)
+    again = native.route(batch, {}.get, NOW_MS)
+    assert_same(again, ref.route(batch, {}.get, NOW_MS))
+    assert again.deferred == [] and again.decisions == 2
     assert result.outcomes == {(p, "click", "no_consent_record"): 1
                                for p in ("train_ai_system.recommendation", "train_ai_system.ads_ranking")}
 
@@ -149,6 +156,8 @@ def passing_batches(draw: st.DrawFn) -> tuple[list[Fetched], dict[str, Any]]:
     """Events whose users hold current grants, so most records pass and every encoder runs."""
     records, consent = [], {}
     for i, event in enumerate(draw(st.lists(events(), min_size=1, max_size=6))):
+        event["category"] = category = draw(st.sampled_from(list(BRANCH_OF)))
+        event["payload"] = draw(payloads(category).filter(lambda p, c=category: p[0].endswith(BRANCH_OF[c])))
         event["occurred_at"] = NOW_MS - draw(st.integers(0, 10**9))
         user = event["user_id"] = USERS[i % len(USERS)]
         event["event_id"] = f"e-{i}-{event['event_id'][:5]}".replace("\x00", "0")
@@ -168,7 +177,9 @@ def test_kernel_passes_and_encodes_like_the_reference() -> None:
     ref, native = pair("shipped")
     passed = 0
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # derandomized: the closing count is a property of the strategy, not of one random draw
+    @settings(max_examples=300, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     @given(passing_batches())
     def check(case: tuple[list[Fetched], dict[str, Any]]) -> None:
         nonlocal passed
@@ -178,7 +189,7 @@ def test_kernel_passes_and_encodes_like_the_reference() -> None:
         passed += result.records_passed
 
     check()
-    assert passed > 60  # the property ran over passing records, not only drops
+    assert passed > 100  # (162 with this derandomized run) the property ran over passing records, not only drops
 
 
 @settings(max_examples=1500, deadline=None)
