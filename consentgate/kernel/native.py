@@ -52,11 +52,17 @@ class NativeKernel:
             decisions=spec(cfg.decisions), dead_letters=spec(cfg.dead_letters),
             contributions=spec(cfg.contributions), training=[spec(cfg.training[p]) for p in catalog.purposes],
             known_schema_ids=sorted(cfg.known_schema_ids), worker=cfg.worker, clock_skew_ms=cfg.clock_skew_ms,
-            max_record_bytes=cfg.max_record_bytes, dlq_value_bytes=cfg.dlq_value_bytes, erased_type=Erased, micros=_micros)
+            max_record_bytes=cfg.max_record_bytes, dlq_value_bytes=cfg.dlq_value_bytes, erased_type=Erased,
+            micros=_micros)
 
     def route(self, batch: Sequence[Fetched], lookup: Lookup, now_ms: int) -> BatchResult:
         outputs, outcomes, dead, decisions, passed, deferred = self._kernel.route(batch, lookup, now_ms)
         return BatchResult(outputs, Counter(outcomes), Counter(dead), decisions, passed, deferred)
+
+    def measure(self, batch: Sequence[Fetched], lookup: Lookup, now_ms: int, stage: int) -> int:
+        """The route's work up to ``stage`` (1 decode, 2 decide, 3 keyed hashes, 4 assess), without encoding."""
+        work: int = self._kernel.measure(batch, lookup, now_ms, stage)
+        return work
 
     def learn_schema_id(self, schema_id: int) -> None:
         """Decode records written with ``schema_id`` too (the codec found it equal to the reader schema)."""

@@ -66,7 +66,8 @@ def schemas(shape: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def config(shape: str = "shipped", *, max_record_bytes: int = 1_000_000, dlq_value_bytes: int = 65_536) -> tuple[KernelConfig, dict[str, Any]]:
+def config(shape: str = "shipped", *, max_record_bytes: int = 1_000_000, dlq_value_bytes: int = 65_536
+           ) -> tuple[KernelConfig, dict[str, Any]]:
     s = schemas(shape)
     training = {p.name: plan_output(p.sink_topic, "TrainingRecord", s["TrainingRecord"], header(20 + i))
                 for i, p in enumerate(CATALOG.purposes.values())}
