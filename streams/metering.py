@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from consentgate.catalog import Catalog
 from consentgate.connectors.kafka import consumer, produce, producer
+from consentgate.connectors.retry import Backoff, Pause
 from consentgate.connectors.ledger import (
     connect,
     contributions,
@@ -40,6 +41,7 @@ from consentgate.errors import ConsentGateError
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import InvalidIdentifier, InvalidRecord, MissingValue, RecordError
 from consentgate.settings import Settings
+from consentgate.streams.metrics import MeteringMetrics
 from consentgate.streams.outputs import dead_letter
 from consentgate.valuation import DuplicateIndex, identifier_rejection, next_period, period_of, rejection, value
 
@@ -88,6 +90,9 @@ class MeteringWorker:
         self._index = DuplicateIndex()
         self._expected: dict[int, int | None] = {}  # partition -> next offset the ledger holds
         self._consumer: Consumer | None = None
+        self.metrics = MeteringMetrics(catalog)
+        # Between retries of a batch the ledger refused (not after a fence: that one is settled by re-reading).
+        self._pause = Pause(Backoff(0.5, 10.0))
 
     def stop(self) -> None:
         self._stop.set()
@@ -103,11 +108,15 @@ class MeteringWorker:
                                              **{"session.timeout.ms": settings.session_timeout_ms})
             prod = producer(settings)
             cons.subscribe([self.topics.contributions], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            if settings.metrics_port is not None:
+                self.metrics.serve(settings.metrics_port, settings.metrics_host, data_dir=settings.data_dir,
+                                   worker=self.worker_id)
             idle_since = time.monotonic()
             try:
                 while not self._stop.is_set():
                     msgs = cons.consume(settings.batch_size, settings.batch_timeout_s)
                     if not msgs:
+                        self.metrics.observe_consumer_lag(cons)
                         if not self._expected:  # not assigned yet: idleness counts from assignment
                             idle_since = time.monotonic()
                             continue
@@ -121,6 +130,7 @@ class MeteringWorker:
                     self._batch(msgs, decode, encode_dlq, prod, cons)
                     self.stats.last_batch_at = time.monotonic()
             finally:
+                self.metrics.close()
                 cons.close()
                 prod.flush(30)
                 if self._owns_engine:
@@ -211,27 +221,43 @@ class MeteringWorker:
             produce(prod, self.topics.metering_dlq, encode_dlq(dead_letter(msg, exc, now_ms, self.worker_id)))
         if rejected and prod.flush(30) != 0:
             raise ConsentGateError("metering dead letters not acknowledged within 30 s")
+        started = time.monotonic()
         try:
             with self.engine.begin() as conn:
-                credited, late = self._write(conn, pending, ends)
+                credited_by_purpose, late = self._write(conn, pending, ends)
         except Exception as exc:  # noqa: BLE001 - any failure: the batch is read again
             log.warning("metering batch not written, rewinding to the ledger's offsets: %s", exc)
             self.stats.retries += 1
+            self.metrics.retries.inc()
             if not isinstance(exc, LedgerFenced):
-                time.sleep(1.0)
+                self._pause.after_failure()
             self._rewind(cons)
             return
+        self._pause.after_success()
+        credited = sum(credited_by_purpose.values())
         self._expected.update(ends)
         self.stats.records_in += len(pending) + len(rejected)
         self.stats.credited += credited
         self.stats.redelivered += len(pending) - credited
+        m = self.metrics
+        m.commit_seconds.observe(time.monotonic() - started)
+        m.records_in.inc(len(pending) + len(rejected))
+        for purpose, count in credited_by_purpose.items():
+            m.credited.labels(purpose).inc(count)
+        m.redelivered.inc(len(pending) - credited)
+        m.batches.inc()
+        for _, error in rejected:
+            m.dlq.labels(type(error).__name__).inc()
+        m.observe_consumer_lag(cons)
         self.stats.late += late
         self.stats.batches += 1
         self.stats.dead_letters.update(type(exc).__name__ for _, exc in rejected)
         cons.commit(offsets=[TopicPartition(self.topics.contributions, p, o) for p, o in ends.items()],
                     asynchronous=True)  # for lag dashboards only; the ledger's offsets are the truth
 
-    def _write(self, conn: Connection, pending: list[_Pending], ends: dict[int, int]) -> tuple[int, int]:
+    def _write(self, conn: Connection, pending: list[_Pending], ends: dict[int, int]
+               ) -> tuple[Counter[str], int]:
+        """Credit what is new; returns the credited contributions per purpose and how many were late."""
         self._fence(conn, ends)
         target = self._periods(conn, {period_of(p.record["occurred_at"]) for p in pending})
         contribution_rows, valuation_rows, late = [], [], 0
@@ -260,7 +286,7 @@ class MeteringWorker:
             })
         new = insert_new(conn, contributions, contribution_rows)
         insert_new(conn, valuations, [v for v in valuation_rows if (v["event_id"], v["purpose"]) in new])
-        credited = len(new)
+        credited = Counter(purpose for _, purpose in new)
         for partition, end in ends.items():
             if self._expected[partition] is None:
                 conn.execute(offsets.insert().values(topic=self.topics.contributions, partition=partition,

@@ -70,12 +70,34 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.clock = clock
         self.server: MetricsServer | None = None
+        self._lag_partitions: set[int] = set()
 
     def serve(self, port: int, host: str = "127.0.0.1", *, data_dir: Path | None = None,
               worker: str | None = None) -> MetricsServer:
         """Serve on host:port (127.0.0.1 unless told otherwise); with ``data_dir``, register the endpoint."""
         self.server = serve(self.registry, port, host, kind=self.kind, worker=worker, data_dir=data_dir)
         return self.server
+
+    def _lag_gauge(self) -> BoundedMetric:
+        raise NotImplementedError(f"{type(self).__name__} exports no consumer lag")
+
+    def record_lag(self, lags: Mapping[int, int]) -> None:
+        """Set the lag of every assigned partition; partitions no longer assigned stop being exported."""
+        for partition in self._lag_partitions - set(lags):
+            self._lag_gauge().remove(str(partition))
+        for partition, lag in lags.items():
+            self._lag_gauge().labels(str(partition)).set(max(lag, 0))
+        self._lag_partitions = set(lags)
+
+    def observe_consumer_lag(self, consumer: Any) -> None:
+        """Lag from the consumer's own positions and its last fetched high watermarks (no broker call)."""
+        lags: dict[int, int] = {}
+        positions = consumer.position(consumer.assignment())
+        for tp in positions:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lags[tp.partition] = high - tp.offset
+        self.record_lag(lags)
 
     def close(self) -> None:
         """Stop serving and remove the registration."""
@@ -152,9 +174,11 @@ class GateMetrics(WorkerMetrics):
             self.dlq.zero(name)
         for cause in ABORT_CAUSES:
             self.aborts.zero(cause)
-        self._lag_partitions: set[int] = set()
         if catalog is not None:
             self.use_catalog(catalog)
+
+    def _lag_gauge(self) -> BoundedMetric:
+        return self.consumer_lag
 
     def use_catalog(self, catalog: Catalog) -> None:
         """Label purposes and categories exactly as the catalog names them, and export every outcome the
@@ -184,23 +208,6 @@ class GateMetrics(WorkerMetrics):
                     self._outcome_children[key] = child
             child.inc(count)
 
-    def record_lag(self, lags: Mapping[int, int]) -> None:
-        """Set the lag of every assigned partition; partitions no longer assigned stop being exported."""
-        for partition in self._lag_partitions - set(lags):
-            self.consumer_lag.remove(str(partition))
-        for partition, lag in lags.items():
-            self.consumer_lag.labels(str(partition)).set(max(lag, 0))
-        self._lag_partitions = set(lags)
-
-    def observe_consumer_lag(self, consumer: Any) -> None:
-        """Lag from the consumer's own positions and its last fetched high watermarks (no broker call)."""
-        lags: dict[int, int] = {}
-        positions = consumer.position(consumer.assignment())
-        for tp in positions:
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and tp.offset >= 0:
-                lags[tp.partition] = high - tp.offset
-        self.record_lag(lags)
 
 
 class MeteringMetrics(WorkerMetrics):
@@ -229,6 +236,9 @@ class MeteringMetrics(WorkerMetrics):
         if catalog is not None:
             for purpose in (*catalog.purposes, UNKNOWN):
                 self.credited.zero(purpose)
+
+    def _lag_gauge(self) -> BoundedMetric:
+        return self.lag
 
 
 class ConsentMetrics(WorkerMetrics):

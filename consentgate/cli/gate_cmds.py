@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(p, "worker-id", "stable id of this worker (its transactional id derives from it)")
     flag(p, "group-id", "consumer group of the gate workers")
     flag(p, "batch-size", "records per transaction", type=int)
-    flag(p, "metrics-port", "serve Prometheus metrics on this port", type=int)
+    flag(p, "metrics-port", "serve Prometheus metrics on this port (0: any free port)", type=int)
+    flag(p, "metrics-host", "address the metrics endpoint binds to")
     flag(p, "consent-store", "where the consent view lives", choices=["memory", "rocksdb"])
     p.add_argument("--until-idle", type=float, metavar="SECONDS",
                    help="exit after this long without input (for batch runs and tests)")

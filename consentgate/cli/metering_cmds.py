@@ -53,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(run, "worker-id", "stable id of this worker (named in its dead letters)")
     flag(run, "batch-size", "records per ledger transaction", type=int)
     flag(run, "max-units", "a contribution claiming more units goes to the metering DLQ", type=int)
+    flag(run, "metrics-port", "serve Prometheus metrics on this port (0: any free port)", type=int)
+    flag(run, "metrics-host", "address the metrics endpoint binds to")
     run.add_argument("--until-idle", type=float, metavar="SECONDS",
                      help="exit after this long without input (for batch runs and tests)")
     run.set_defaults(run=run_metering, worker=True)

@@ -148,6 +148,17 @@ def test_bad_contributions_go_to_the_metering_dlq(make_settings: SettingsFactory
         ("MissingValue", "contribution record has no value"),
     ])
     assert all(d["topic"] == topics.contributions for d in dlq)
+    # The worker's metrics tell the same story, with labels from fixed sets only.
+    m = worker.metrics
+    assert m.value("consentgate_metering_records_in_total") == 8
+    assert m.value("consentgate_metering_credited_total", purpose=GEN) == 2
+    assert m.value("consentgate_metering_credited_total", purpose="unknown") == 0
+    assert m.value("consentgate_metering_redelivered_total") == 0
+    assert {c: m.value("consentgate_metering_dlq_total", error_class=c) for c in (
+        "InvalidContribution", "UnknownSchemaId", "MissingValue", "InvalidIdentifier")} == {
+        "InvalidContribution": 4, "UnknownSchemaId": 1, "MissingValue": 1, "InvalidIdentifier": 0}
+    assert m.value("consentgate_metering_db_commit_seconds_count") == m.value("consentgate_metering_batches_total") >= 1
+    assert m.value("consentgate_metering_lag", partition="0") == 0
 
 
 def dlq_message(dlq: list[dict[str, Any]], error_class: str) -> str:
