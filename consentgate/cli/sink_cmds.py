@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from datetime import datetime
 
 from consentgate.cli.options import add_connection, catalog_of, flag, settings_from, stop_on_signals
 
@@ -50,6 +51,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(erasures, "topic-prefix", "prefix for every topic name")
     _add_table(erasures)
     erasures.set_defaults(run=run_erasures)
+
+    regate = sub.add_parser("regate", help="re-decide the activity log under today's consent into a new "
+                                           "training generation (training.<purpose>.NAME), with a diff")
+    add_connection(regate)
+    regate.add_argument("--purpose", required=True, help="the purpose whose training set to rebuild")
+    regate.add_argument("--from", dest="start", type=_time, metavar="T",
+                        help="first activity appended at or after T (ISO-8601 with offset or epoch ms; "
+                             "default: the oldest kept)")
+    regate.add_argument("--to", dest="end", type=_time, metavar="T",
+                        help="last activity appended before T (default: the end as of the start)")
+    regate.add_argument("--into", required=True, metavar="NAME", help="name of the new generation")
+    flag(regate, "regate-batch-size", "input records per transaction", type=int)
+    regate.set_defaults(run=run_regate)
+
+
+def _time(text: str) -> datetime:
+    from consentgate.connectors.jsonl import JsonLineError, parse_time
+
+    try:
+        return parse_time(int(text) if text.isdigit() else text, "time")
+    except JsonLineError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_regate(args: argparse.Namespace) -> int:
+    from consentgate.regate import Regate
+
+    settings = settings_from(args)
+    report = Regate(settings, catalog_of(settings), args.purpose, args.into, args.start, args.end).run()
+    print(json.dumps(report.as_json()))
+    return 0
 
 
 def run_sink(args: argparse.Namespace) -> int:
