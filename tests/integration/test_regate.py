@@ -9,6 +9,8 @@ from typing import Any
 from confluent_kafka.admin import ConfigResource
 
 from consentgate.catalog import Catalog
+from consentgate.connectors.iceberg_sink import IcebergSink
+from consentgate.connectors.iceberg_table import load_existing, open_catalog
 from consentgate.connectors.kafka import admin
 from consentgate.connectors.topics import TopicNames
 from consentgate.model import ActivityEvent
@@ -87,6 +89,18 @@ def test_regate_after_revocations_drops_exactly_the_revoked_records(
                                                                         f"{topics.training[REC]}.v2")]
     retention = [f.result()["retention.ms"].value for f in client.describe_configs(resources).values()]
     assert retention[0] == retention[1]
+
+    # The sink writes a generation to a table of its own, as it writes the live topic.
+    sink = IcebergSink(settings, catalog, REC, generation="v2")
+    assert sink.table_name.endswith("training_train_ai_system_recommendation_v2")
+    assert sink.run(until_idle=0.5).rows_written == len(new)
+    catalog_ = open_catalog(settings)
+    try:
+        table = load_existing(catalog_, settings, f"{topics.training[REC]}.v2")
+        assert sorted(table.scan(selected_fields=("record_id",)).to_arrow().column("record_id").to_pylist()) == \
+            sorted(new)
+    finally:
+        catalog_.engine.dispose()  # type: ignore[attr-defined]
 
     # Run again into the same generation: it resumes, writes nothing twice, reports the same diff.
     again = Regate(settings, catalog, REC, "v2").run()
