@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import reduce
 from typing import Any
 
 import pyarrow as pa
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, LessThanOrEqual, Or
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, LessThanOrEqual, Or, Reference
+from pyiceberg.expressions.literals import literal
 
 from consentgate.connectors.iceberg_table import ARROW_SCHEMA
 from consentgate.errors import SinkError
@@ -94,11 +94,13 @@ def is_erased(row: Mapping[str, Any], erased: Mapping[str, datetime]) -> bool:
 
 def delete_filter(batch: Mapping[str, datetime]) -> BooleanExpression:
     """Rows to delete for a batch of erasures: each pseudonym's records up to its erasure time."""
-    terms = [And(EqualTo("pseudonym", nym), LessThanOrEqual("occurred_at", at.isoformat()))
-             for nym, at in sorted(batch.items())]
+    terms: list[BooleanExpression] = [
+        And(EqualTo(term=Reference("pseudonym"), value=literal(nym)),
+            LessThanOrEqual(term=Reference("occurred_at"), value=literal(at.isoformat())))
+        for nym, at in sorted(batch.items())]
     if not terms:
         raise ValueError("no erasures to build a filter from")
-    return reduce(Or, terms)
+    return terms[0] if len(terms) == 1 else Or(*terms)
 
 
 def to_arrow(rows: list[dict[str, Any]]) -> pa.Table:

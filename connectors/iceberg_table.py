@@ -57,7 +57,14 @@ SCHEMA = Schema(
 SPEC = PartitionSpec(PartitionField(source_id=6, field_id=1000, transform=MonthTransform(), name="occurred_month"))
 ARROW_SCHEMA: pa.Schema = schema_to_pyarrow(SCHEMA)
 
+NO_COMMIT_RETRY = {
+    # pyiceberg retries a commit that lost a race by rebasing it onto the winner's snapshot. For the
+    # sink that would append a batch the winner may already hold, under stale offsets: a duplicate.
+    # A lost race must fail, so the sink resumes from the offsets the winner committed.
+    "commit.retry.num-retries": "0",
+}
 TABLE_PROPERTIES = {
+    **NO_COMMIT_RETRY,
     # Old metadata files only point at snapshots; keep a bounded history of them.
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "20",
@@ -95,15 +102,19 @@ def load_or_create(catalog: IcebergCatalog, settings: Settings, topic: str) -> T
     """The table of ``topic``, created on first use (concurrent creators agree on one)."""
     name = identifier(settings, topic)
     try:
-        return catalog.load_table(name)
+        table = catalog.load_table(name)
     except NoSuchTableError:
-        pass
-    catalog.create_namespace_if_not_exists(settings.iceberg_namespace)
-    try:
-        return catalog.create_table(name, SCHEMA, partition_spec=SPEC,
-                                    properties={**TABLE_PROPERTIES, SOURCE_PROPERTY: topic})
-    except TableAlreadyExistsError:
-        return catalog.load_table(name)
+        catalog.create_namespace_if_not_exists(settings.iceberg_namespace)
+        try:
+            table = catalog.create_table(name, SCHEMA, partition_spec=SPEC,
+                                         properties={**TABLE_PROPERTIES, SOURCE_PROPERTY: topic})
+        except TableAlreadyExistsError:
+            table = catalog.load_table(name)
+    if any(table.properties.get(k) != v for k, v in NO_COMMIT_RETRY.items()):  # changed by someone else
+        with table.transaction() as tx:
+            tx.set_properties(NO_COMMIT_RETRY)
+        table = table.refresh()
+    return table
 
 
 def load_existing(catalog: IcebergCatalog, settings: Settings, topic: str) -> Table:
@@ -125,8 +136,9 @@ def committed_offsets(table: Table) -> Offsets:
             return decode_offsets(props[OFFSETS_PROPERTY])
         parent = snapshot.parent_snapshot_id
         snapshot = metadata.snapshot_by_id(parent) if parent is not None else None
-    if table.current_snapshot() is not None and table.current_snapshot().summary is not None:
-        records = int(table.current_snapshot().summary.additional_properties.get("total-records", "0"))
+    current = table.current_snapshot()
+    if current is not None and current.summary is not None:
+        records = int(current.summary.additional_properties.get("total-records", "0"))
         if records:
             raise SinkError(f"table {'.'.join(table.name())} holds {records} records but no snapshot records "
                             "the offsets they came from; refusing to guess where to resume")

@@ -255,3 +255,29 @@ def test_kill_9_mid_stream_writes_every_record_exactly_once(
     assert Counter((r["record_id"], r["pseudonym"], r["occurred_at"], r["fields"][0][1]) for r in rows) == Counter(
         (r["record_id"], r["pseudonym"], r["occurred_at"], r["fields"]["item_id"]) for r in records)
     assert len({(r["source_partition"], r["source_offset"]) for r in rows}) == len(records)
+
+
+def test_a_second_sink_on_the_same_table_is_fenced_and_resumes_from_the_table(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, iceberg_url: str) -> None:
+    settings = make_settings(iceberg_catalog_url=iceberg_url)
+    topic = topics.training[REC]
+    records = [{"pseudonym": pseudonym(SECRET, REC, f"u{i % 7}"), "record_id": f"r{i}", "key_id": key_id(SECRET),
+                "purpose": REC, "category": "post", "occurred_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+                "fields": {"text": f"t{i}"}, "consent_version": 1} for i in range(300)]
+    with registry_client(settings.require_registry()) as registry:
+        encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
+        produce_raw(settings, [(r["pseudonym"].encode(), encode(r)) for r in records], topic)
+    first = IcebergSink(settings, catalog, REC)
+    first_ran: list[int] = []
+
+    def clock() -> datetime:
+        # The second sink has read its batch from the empty table; the first one commits everything now.
+        if not first_ran:
+            first_ran.append(first.run(until_idle=0.5).rows_written)
+        return datetime.now(timezone.utc)
+
+    second = IcebergSink(settings, catalog, REC, clock=clock)
+    stats = second.run(until_idle=0.5)
+    assert first_ran == [300]
+    assert (stats.conflicts, stats.rows_written) == (1, 0)  # lost the race, then found nothing left to do
+    assert sorted(r["record_id"] for r in scan(settings, topic)) == sorted(r["record_id"] for r in records)

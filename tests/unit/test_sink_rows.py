@@ -114,4 +114,9 @@ def test_table_names_and_resume_offsets_come_from_the_table(tmp_path: Path) -> N
     other.append(to_arrow([row]))  # rows nobody recorded offsets for: refuse to guess
     with pytest.raises(SinkError, match="holds 1 records but no snapshot records the offsets"):
         committed_offsets(other.refresh())
+    # A lost commit race must fail, never be rebased (a duplicate batch): the sink puts that back.
+    assert table.properties["commit.retry.num-retries"] == "0"
+    with table.transaction() as tx:
+        tx.set_properties({"commit.retry.num-retries": "4"})
+    assert load_or_create(catalog, settings, "training.x").properties["commit.retry.num-retries"] == "0"
     catalog.engine.dispose()  # type: ignore[attr-defined]
