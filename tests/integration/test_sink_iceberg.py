@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +37,7 @@ from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from tests.conftest import IN_CI, LEDGER_SERVER, TEST_SECRET, SettingsFactory
 from tests.helpers import produce_events, produce_raw, run_gate, wait_for
+from tests.integration.test_foundation import run_cli
 
 REC = "train_ai_system.recommendation"
 SECRET = TEST_SECRET.encode()
@@ -144,6 +146,18 @@ def test_erasure_is_gone_from_the_table_and_from_storage_after_expire(
     assert Counter(r["pseudonym"] for r in scan(settings, topic)) == {ben: 6}
     [erasure] = erasures(settings, topic)
     assert erasure.purged_at == report.at
+    # The same from the command line: what was erased when; a second expiry has nothing left to do.
+    flags = ("--purpose", REC, "--iceberg-catalog-url", iceberg_url)
+    listed = run_cli(settings, "sink", "erasures", *flags)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert [json.loads(line) for line in listed.stdout.splitlines()] == [{
+        "pseudonym": ana, "key_id": key_id(SECRET), "requested_at": erasure.requested_at.isoformat(),
+        "deleted_at": erasure.deleted_at.isoformat(), "purged_at": report.at.isoformat()}]
+    again = run_cli(settings, "sink", "expire", *flags, "--snapshot-max-age-s", "0")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {k: v for k, v in json.loads(again.stdout).items() if k != "at"} == {
+        "table": table_name(topic), "snapshots_expired": 0, "snapshots_kept": 1, "files_deleted": 0,
+        "orphans_deleted": 0, "erasures_purged": 0, "erasures_pending": 0}
     # Another engine reads the table's current data files.
     catalog_ = open_catalog(settings)
     try:
