@@ -21,6 +21,7 @@ import pytest
 from consentgate.catalog import Catalog
 from consentgate.connectors import iceberg_state as state
 from consentgate.connectors.iceberg_expire import expire
+from consentgate.connectors.iceberg_rows import Retraction
 from consentgate.connectors.iceberg_sink import IcebergSink
 from consentgate.connectors.iceberg_table import (
     OFFSETS_PROPERTY,
@@ -295,3 +296,26 @@ def test_a_second_sink_on_the_same_table_is_fenced_and_resumes_from_the_table(
     assert first_ran == [300]
     assert (stats.conflicts, stats.rows_written) == (1, 0)  # lost the race, then found nothing left to do
     assert sorted(r["record_id"] for r in scan(settings, topic)) == sorted(r["record_id"] for r in records)
+
+
+def test_an_erasure_recorded_but_not_confirmed_before_a_crash_is_applied_on_restart(
+        make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, iceberg_url: str) -> None:
+    settings = make_settings(iceberg_catalog_url=iceberg_url)
+    topic = topics.training[REC]
+    eve, fay = pseudonym(SECRET, REC, "eve"), pseudonym(SECRET, REC, "fay")
+    at = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    with registry_client(settings.require_registry()) as registry:
+        encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
+        produce_raw(settings, [(nym.encode(), encode({
+            "pseudonym": nym, "record_id": f"{nym[:4]}-{i}", "key_id": key_id(SECRET), "purpose": REC,
+            "category": "post", "occurred_at": at, "fields": {"text": "x"}, "consent_version": 1}))
+            for nym in (eve, fay) for i in range(3)], topic)
+    assert IcebergSink(settings, catalog, REC).run(until_idle=0.5).rows_written == 6
+    # The state a crash leaves between recording an erasure and committing its delete.
+    engine = open_catalog(settings).engine  # type: ignore[attr-defined]
+    state.record_requested(engine, table_name(topic), [Retraction(eve, key_id(SECRET), REC, at)])
+    engine.dispose()
+    IcebergSink(settings, catalog, REC).run(until_idle=0.5)
+    assert Counter(r["pseudonym"] for r in scan(settings, topic)) == {fay: 3}
+    [erasure] = erasures(settings, topic)
+    assert erasure.pseudonym == eve and erasure.deleted_at is not None
