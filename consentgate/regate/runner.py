@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from consentgate.catalog import Catalog
 from consentgate.connectors.kafka import admin, consumer, produce, producer
 from consentgate.connectors.reader import partitions_of, read_committed, stable_ends
+from consentgate.connectors.retry import Backoff, RetryPolicy, abort, commit, start_producer
 from consentgate.connectors.topics import TopicNames
 from consentgate.decision import decide
 from consentgate.errors import RegateError
@@ -163,9 +164,10 @@ class Regate:
         reader.assign([TopicPartition(activity, p, span.start[p]) for p in sorted(remaining)])
         encode = codecs["TrainingRecord"].writer_for(self.topic)
         decode = codecs["ActivityEvent"]
-        out = producer(self.settings, **{"transactional.id": self.group,
-                                         "transaction.timeout.ms": self.settings.transaction_timeout_ms})
-        out.init_transactions(60)  # fences an earlier run of this regate that is still alive
+        policy = RetryPolicy(Backoff(0.2, 10.0), attempts=8)
+        # init_transactions fences an earlier run of this regate that is still alive.
+        out = start_producer(lambda: producer(self.settings, **{
+            "transactional.id": self.group, "transaction.timeout.ms": self.settings.transaction_timeout_ms}), policy)
         try:
             stalled_since = time.monotonic()
             while remaining:
@@ -186,7 +188,7 @@ class Regate:
                 if ahead:
                     out.send_offsets_to_transaction([TopicPartition(activity, p, o) for p, o in ahead.items()],
                                                     reader.consumer_group_metadata(), 60)
-                    out.commit_transaction(60)
+                    commit(out, policy)
                     done.update(ahead)
                 else:
                     out.abort_transaction(60)  # nothing new to write: only re-decided what was written
@@ -201,6 +203,7 @@ class Regate:
                     raise RegateError(f"no record of {activity} arrived for {STALL_TIMEOUT_S:.0f}s with "
                                       f"partitions {sorted(remaining)} short of the range's end")
         except KafkaException as exc:
+            abort(out)  # whatever this batch wrote is discarded; committed batches stay
             raise RegateError(f"regate transaction failed ({exc.args[0].str()}); run the same command "
                               "again to resume after the last committed batch") from exc
         finally:
