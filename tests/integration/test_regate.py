@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from confluent_kafka.admin import ConfigResource
 
 from consentgate.catalog import Catalog
@@ -137,3 +142,42 @@ def test_regate_refuses_unknown_purposes_and_bad_names(settings: Settings, catal
                           (("--purpose", REC, "--from", "yesterday", "--into", "x"), "is not ISO-8601")):
         result = run_cli(settings, "regate", *args)
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.reliability
+def test_kill_9_mid_regate_then_a_rerun_writes_every_record_once(
+        settings: Settings, topics: TopicNames, catalog: Catalog) -> None:
+    t = datetime.now(timezone.utc)
+    users = [f"k{i}" for i in range(40)]
+    with ConsentWriter(settings, catalog, clock=lambda: t - timedelta(days=1)) as writer:
+        writer.apply([ConsentRequest("grant", u, "click", REC) for u in users[::2]])
+    events = [ActivityEvent(f"e{i}", users[i % 40], "click", t, "web", {"item_id": f"i{i}", "url": "u"})
+              for i in range(20_000)]
+    produce_events(settings, events)
+    new_topic = f"{topics.training[REC]}.crash"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    env.update({"CONSENTGATE_BOOTSTRAP_SERVERS": settings.require_bootstrap(),
+                "CONSENTGATE_SCHEMA_REGISTRY_URL": settings.require_registry(),
+                "CONSENTGATE_TOPIC_PREFIX": settings.topic_prefix, "CONSENTGATE_DATA_DIR": str(settings.data_dir),
+                "CONSENTGATE_PSEUDONYM_SECRET": TEST_SECRET, "CONSENTGATE_REGATE_BATCH_SIZE": "300"})
+    command = [sys.executable, "-m", "consentgate.cli.main", "regate", "--purpose", REC, "--into", "crash"]
+
+    def written() -> int:
+        try:
+            return len(committed(settings, new_topic, timeout=10))
+        except Exception:  # noqa: BLE001 - the topic may not exist yet
+            return 0
+
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: written() >= 1000, timeout=180, what="part of the generation committed")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert written() < 10_000  # killed mid-way
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    report = json.loads(final.stdout)
+    assert report["resumed"] is True and report["decided"] == 20_000
+    new = generation(settings, new_topic)  # raises on a duplicate record id
+    assert set(new) == {record_id(SECRET, REC, e.event_id) for e in events if int(e.user_id[1:]) % 2 == 0}
