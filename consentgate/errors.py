@@ -29,3 +29,11 @@ class ClusterError(ConsentGateError):
 
 class LedgerError(ConsentGateError):
     """A payout-ledger operation was refused (closed period, bad pool, broken invariant)."""
+
+
+class SinkError(ConsentGateError):
+    """The training-set sink cannot write or maintain its table (catalog, warehouse, offsets)."""
+
+
+class RegateError(ConsentGateError):
+    """A regate cannot run as asked (unknown purpose, existing generation, bad range)."""

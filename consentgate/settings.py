@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     metering_group_id: str = "consentgate-metering"
     max_units: int = Field(10_000, ge=1, description="a contribution claiming more units is rejected")
 
+    # Training-set sink (connectors/iceberg_*) and regate (consentgate/regate)
+    iceberg_catalog_url: str | None = Field(None, description="SQLAlchemy URL of the Iceberg SQL catalog; "
+                                            "default: SQLite in the data directory")
+    iceberg_warehouse: str | None = Field(None, description="where table files go (a path or URI such as "
+                                          "s3://bucket/prefix); default: the data directory")
+    iceberg_namespace: str = Field("consentgate", min_length=1)
+    sink_max_records: int = Field(50_000, ge=1, description="records per Iceberg commit at most")
+    sink_commit_interval_s: float = Field(10.0, gt=0, description="commit at least this often while input flows")
+    snapshot_max_age_s: float = Field(86_400.0, ge=0, description="`sink expire` keeps snapshots this young")
+    orphan_min_age_s: float = Field(3_600.0, ge=0, description="`sink expire` deletes unreferenced files this old")
+    regate_batch_size: int = Field(5000, ge=1, le=100_000, description="records per regate transaction")
+
     kafka_version: str = "4.1.1"
     apicurio_version: str = "3.0.9"
     startup_timeout_s: float = Field(120.0, gt=0)
@@ -116,6 +128,12 @@ class Settings(BaseSettings):
 
     def ledger(self) -> str:
         return self.ledger_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
+
+    def iceberg_catalog(self) -> str:
+        return self.iceberg_catalog_url or f"sqlite:///{self.data_dir / 'iceberg' / 'catalog.db'}"
+
+    def iceberg_location(self) -> str:
+        return self.iceberg_warehouse or (self.data_dir / "iceberg" / "warehouse").resolve().as_uri()
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
