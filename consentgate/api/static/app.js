@@ -98,7 +98,7 @@ function renderPurposes() {
       toggle.addEventListener("change", () => choose(p, use.category, toggle, expiry));
       card.append(el("div", { class: "use" },
         el("label", { htmlFor: `switch-${pair}`, class: "switch" }, toggle,
-          el("span", {}, `${cats[use.category].title} for ${p.title.toLowerCase()}`)),
+          el("span", {}, cats[use.category].title)),
         el("span", { class: "pays" }, `Pays ${pays}. Keeps only: ${use.keeps.join(", ")}.`),
         el("label", { class: "expiry" }, "End on (optional) ", expiry),
         el("span", { class: on ? "state on" : "state off", "data-state": pair }, note)));
@@ -148,13 +148,14 @@ function renderEarnings(statement) {
         el("td", {}, String(u.records)), el("td", {}, u.average_quality.toFixed(2)),
         el("td", {}, `${u.value} ${statement.currency}`)));
     }
-    totals.push({ period: period.period, value, cash: period.cash, credits: period.credits });
+    totals.push({ period: period.period, value, cash: period.cash, credits: period.credits, open: period.status !== "closed" });
   }
   if (!statement.periods.length) {
     body.append(el("tr", {}, el("td", { colSpan: 6 }, "Nothing of yours has been used for training yet.")));
   }
-  $("payouts").textContent = totals.map((t) => `${t.period}: paid ${t.cash} ${statement.currency}` +
-    (t.credits ? ` and ${t.credits} credits` : "")).join(" · ");
+  $("payouts").textContent = totals.map((t) => t.open
+    ? `${t.period} is still open: it is paid when the month closes.`
+    : `${t.period}: paid ${t.cash} ${statement.currency}` + (t.credits ? ` and ${t.credits} credits` : "")).join(" ");
   drawChart(totals, statement.currency);
 }
 
@@ -186,11 +187,13 @@ function drawChart(totals, currency) {
 const WORDS = { given: "Turned on", withdrawn: "Turned off", erased: "Account erased", tier_changed: "Plan changed" };
 
 function renderReceipts(list) {
+  const titles = Object.fromEntries(state.catalog.purposes.map((p) => [p.name, p.title.toLowerCase()]));
   const body = $("receipts").querySelector("tbody");
   body.replaceChildren();
   for (const r of [...list].reverse()) {
     const rec = r.record;
-    const what = rec.purpose ? `${WORDS[rec.event] || rec.event}: ${rec.category || "all data"} for ${rec.purpose}`
+    const purpose = rec.purpose && titles[rec.purpose] ? titles[rec.purpose] : rec.purpose;
+    const what = rec.purpose ? `${WORDS[rec.event] || rec.event}: ${rec.category || "all data"} for ${purpose}`
       : rec.event === "tier_changed" ? `${WORDS[rec.event]}: ${rec.tier}${rec.plan ? ` (${rec.plan})` : ""}`
         : `${WORDS[rec.event] || rec.event}: everything`;
     body.append(el("tr", {}, el("td", {}, new Date(rec.at).toLocaleString()), el("td", {}, what),
@@ -248,6 +251,14 @@ async function start() {
       const receipt = await api("PUT", `${userPath()}/tier`, body);
       say(`Plan saved. Receipt ${receipt.consentReceiptID}.`);
     } catch (error) { say(`Not saved: ${error.message}`, true); }
+    await load();
+  });
+  $("erase").addEventListener("click", async () => {
+    if (!confirm("Erase your account's consent record and ask every training set to delete your data?")) return;
+    try {
+      const receipt = await api("POST", `${userPath()}/erase`);
+      say(`Erased. Every training set was asked to delete your data. Receipt ${receipt.consentReceiptID}.`);
+    } catch (error) { say(`Not erased: ${error.message}`, true); }
     await load();
   });
   $("withdraw-all").addEventListener("click", async () => {
