@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import uvicorn
 
@@ -22,15 +23,23 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, config: ApiSettings, catalog: Catalog) -> int:
     """Serve until SIGINT/SIGTERM; the writer is warmed before the port opens."""
     config.verification_key()  # refuse to start without a way to verify tokens
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     service = ConsentService(settings, catalog)
     try:
         app = create_app(service, config)
+        # uvicorn handles SIGTERM while it serves and re-raises it once it has shut down; by then the
+        # service is stopping anyway, so the re-raised signal is ignored and the command exits 0.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("consent service on http://%s:%d/ (API docs at /docs)", config.host, config.port)
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
                     server_header=False)
     finally:
         service.close()
     return 0
+
+
+def _stop_while_starting(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 class ServiceThread:

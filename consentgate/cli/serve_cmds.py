@@ -36,7 +36,8 @@ def api_settings_from(args: argparse.Namespace) -> ApiSettings:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from consentgate.api import with_local_secret
     from consentgate.api.server import serve
 
     settings = settings_from(args)
-    return serve(settings, api_settings_from(args), catalog_of(settings))
+    return serve(settings, with_local_secret(settings, api_settings_from(args)), catalog_of(settings))

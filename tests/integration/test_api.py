@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from consentgate.catalog import Catalog
 from consentgate.connectors.topics import TopicNames
 from consentgate.settings import Settings
 from tests.conftest import TEST_SECRET
-from tests.helpers import values
+from tests.helpers import values, wait_for
 
 SECRET = "platform-signing-secret-0123456789abcdef"
 GEN, REC, ADS = "train_ai_system.generative", "train_ai_system.recommendation", "train_ai_system.ads_ranking"
@@ -272,3 +273,49 @@ def values_with_keys(settings: Settings, topic: str) -> list[tuple[str | None, A
     from tests.helpers import committed
 
     return committed(settings, topic)
+
+
+def test_serve_command(settings: Settings, topics: TopicNames, tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "consentgate.cli.main", "serve", "--port", str(port),
+               "--bootstrap-servers", str(settings.bootstrap_servers),
+               "--schema-registry-url", str(settings.schema_registry_url),
+               "--topic-prefix", settings.topic_prefix, "--data-dir", str(tmp_path / "serve")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_API_")}
+    env["CONSENTGATE_PSEUDONYM_SECRET"] = TEST_SECRET
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert (refused.returncode, refused.stderr.strip().splitlines()[-1]) == (
+        2, "consentgate: the consent service verifies platform tokens: set CONSENTGATE_API_JWT_SECRET (HS256) or "
+           "CONSENTGATE_API_JWT_PUBLIC_KEY (RS256/ES256)")
+    env["CONSENTGATE_API_JWT_SECRET"] = SECRET
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def answering() -> bool:
+        assert server.poll() is None, server.communicate()
+        try:
+            return httpx.get(f"{url}/v1/catalog").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(answering, what="consentgate serve to answer")
+        assert httpx.get(f"{url}/v1/users/alice/consent").status_code == 401
+        config = ApiSettings(jwt_secret=SECRET)
+        assert httpx.put(f"{url}{GRANT}", headers=bearer(config)).json()["record"]["consent_version"] == 1
+        assert httpx.get(f"{url}/openapi.json").json()["paths"].keys() >= {
+            "/v1/catalog", "/v1/users/{user}/consent", "/v1/users/{user}/grants/{category}/{purpose}",
+            "/v1/users/{user}/tier", "/v1/users/{user}/erase", "/v1/users/{user}/receipts",
+            "/v1/users/{user}/statement"}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    assert server.returncode == 0
