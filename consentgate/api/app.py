@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +33,9 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
 ]
-DOCS_CSP = b"default-src 'self' 'unsafe-inline' cdn.jsdelivr.net; img-src 'self' data: fastapi.tiangolo.com"
+# Swagger UI and ReDoc start from an inline script; their assets are served from here.
+DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            b"img-src 'self' data:; worker-src 'self' blob:")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,7 +104,8 @@ def create_app(service: ConsentService, config: ApiSettings,
     verifier = TokenVerifier(key, algorithms, config.jwt_issuer, config.jwt_audience, config.jwt_leeway_s)
     access = Access(verifier, SessionStore(config.session_ttl_s), RateLimiter(config.rate_per_minute,
                                                                                config.rate_burst))
-    app = FastAPI(title="consentgate consent service", version="1",
+    # API docs from vendored, pinned Swagger UI and ReDoc assets (fastapi-offline): no CDN, like the page.
+    app = FastAPIOffline(title="consentgate consent service", version="1",
                   description="People choose, per data category and AI purpose, whether their data trains "
                               "that system; every change answers once the gate enforces it, with a receipt.")
     app.state.service, app.state.access, app.state.api_settings, app.state.clock = service, access, config, clock

@@ -11,23 +11,25 @@ activity it fetches afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from sqlalchemy import Engine
 
 from consentgate.api.errors import BadRequest, Unavailable
 from consentgate.catalog import Catalog
 from consentgate.connectors.jsonl import to_jsonable
 from consentgate.connectors.kafka import admin, consumer, partition_for
-from consentgate.connectors.reader import partitions_of, read_until, stable_ends
+from consentgate.connectors.reader import ReadTimeout, partitions_of, read_until, stable_ends
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup
 from consentgate.schemas.codec import Codecs, registry_client
@@ -35,6 +37,7 @@ from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 
 MAX_BATCH = 500
+log = logging.getLogger(__name__)
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -104,14 +107,14 @@ class ConsentService:
 
     def __init__(self, settings: Settings, catalog: Catalog,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 change_timeout_s: float = 60.0) -> None:
+                 change_timeout_s: float = 60.0, warm_timeout_s: float = 60.0) -> None:
         self.settings = settings
         self.catalog = catalog
         self.clock = clock
         self._timeout = change_timeout_s
         self.writer = ConsentWriter(settings, catalog, clock)
         try:
-            self.writer.warm()
+            self._warm(warm_timeout_s)
         except BaseException:
             self.writer.close()
             raise
@@ -127,6 +130,21 @@ class ConsentService:
         self._lanes = [_Lane(self.writer, p) for p in range(lanes)]
         self._ledger: Engine | None = None
         self._ledger_lock = threading.Lock()
+
+    def _warm(self, timeout_s: float) -> None:
+        """Take and read every consent.state partition; a cluster still settling is waited for."""
+        deadline = time.monotonic() + timeout_s
+        pause = 0.1
+        while True:
+            try:
+                self.writer.warm()  # partitions already taken are skipped on a second call
+                return
+            except (KafkaException, ReadTimeout) as exc:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"cannot take the consent partitions: {exc}") from exc
+                log.warning("consent partitions not ready (%s); retrying", exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def close(self) -> None:
         for lane in self._lanes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -103,6 +104,23 @@ def test_auth_matrix(service: ServiceThread, config: ApiSettings, settings: Sett
         "carol", "admin_api", {"issuer": "https://id.example", "subject": "billing-backend"})
     assert client.get("/v1/users/alice/consent", headers=admin).json()["grants"][0]["purpose"] == GEN
     assert client.get("/v1/catalog").status_code == 200  # the public notice needs no token
+
+
+def test_page_and_docs_load_nothing_from_elsewhere(service: ServiceThread, clients: list[httpx.Client]) -> None:
+    client = open_client(clients, service.url)
+    page = client.get("/")
+    assert page.headers["content-security-policy"].startswith("default-src 'self';")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert re.findall(r'(?:src|href)="([^"#]+)"', page.text) == ["/static/app.css", "/static/app.js", "/docs"]
+    for asset in ("/static/app.css", "/static/app.js"):
+        assert client.get(asset).status_code == 200
+        assert "http://" not in client.get(asset).text.replace("http://www.w3.org/2000/svg", "")
+        assert "https://" not in client.get(asset).text
+    docs = client.get("/docs").text
+    assert re.findall(r"(?:url|href|src)[:=] ?['\"]([^'\"]+)['\"]", docs) == [
+        "/static-offline-docs/swagger-ui.css", "/static-offline-docs/favicon.png",
+        "/static-offline-docs/swagger-ui-bundle.js", "/openapi.json"]
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
 
 
 def test_bad_input_gets_a_clear_4xx_and_writes_nothing(service: ServiceThread, config: ApiSettings,
