@@ -92,7 +92,7 @@ class _Lane:
             for _, done in batch:
                 done.set_exception(exc)
             return
-        for (_, done), receipt in zip(batch, receipts):
+        for (_, done), receipt in zip(batch, receipts, strict=True):
             done.set_result(receipt)
 
     def _commit_one(self, request: ConsentRequest, done: Future[dict[str, Any]]) -> None:
