@@ -14,6 +14,7 @@ after that moment is guaranteed to apply the change first.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 from consentgate.connectors.kafka import admin, consumer, partition_for, producer
 from consentgate.connectors.reader import (
     ReadTimeout,
@@ -32,14 +33,17 @@ from consentgate.connectors.reader import (
 )
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.records import consent_from_avro, consent_to_avro
+from consentgate.schemas.errors import RecordError
+from consentgate.schemas.records import EPOCH, consent_from_avro, consent_to_avro
 from consentgate.streams.consent_rules import check_grant, check_tier, with_grant, with_tier, without_grants
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
-from consentgate.pseudonyms import pseudonym
+from consentgate.pseudonyms import key_id, pseudonym
 from consentgate.settings import Settings
+
+log = logging.getLogger("consentgate.consent_writer")
 
 ATTEMPTS = 12
 VERSION_HEADER = "consent-version"
@@ -141,21 +145,45 @@ class ConsentWriter:
         finally:
             reader.close()
         for msg in records:
-            user = msg.key().decode()
-            # A tombstone has no body, so every record carries its version in a header too.
-            for name, raw in msg.headers() or ():
+            self._apply_record(msg, partition, states, versions, wanted, found)
+        return states, versions, found
+
+    def _apply_record(self, msg: Message, partition: int, states: dict[str, ConsentLookup],
+                      versions: dict[str, int], wanted: frozenset[str], found: set[str]) -> None:
+        """Fold one consent.state record into ``states``. An unreadable record affects only its own user,
+        who is taken to hold no grants (what the gate enforces for them), so that every user of the
+        partition, that one included, can still be granted, revoked, erased and shown."""
+        try:
+            user = (msg.key() or b"").decode()
+        except UnicodeDecodeError:
+            user = ""
+        if not user:
+            log.error("consent.state record at %s/%d has no readable user key; ignored", partition, msg.offset())
+            return
+        # A tombstone has no body, so every record carries its version in a header too.
+        for name, raw in msg.headers() or ():
+            try:
                 if name == VERSION_HEADER and raw:
                     versions[user] = max(versions.get(user, 0), int(raw))
                 elif name == RECEIPT_HEADER and wanted and raw and raw.decode() in wanted:
                     found.add(raw.decode())
-            if msg.value() is None:
-                states[user] = Erased(user)
-                continue
-            state = consent_from_avro(self._codecs["ConsentState"].decode(msg.value(), msg.topic(),
-                                                                          partition, msg.offset()))
-            states[user] = state
-            versions[user] = max(versions.get(user, 0), state.version)
-        return states, versions, found
+            except (ValueError, UnicodeDecodeError):
+                log.error("consent.state record at %s/%d has an unreadable %s header", partition, msg.offset(), name)
+        if msg.value() is None:
+            states[user] = Erased(user)
+            return
+        try:
+            state = consent_from_avro(self._codecs["ConsentState"].decode(msg.value(), msg.topic(), partition,
+                                                                          msg.offset()))
+            if state.user_id != user:
+                raise ValueError(f"key {user!r} holds the state of {state.user_id!r}")
+        except (RecordError, KeyError, TypeError, ValueError) as exc:
+            log.error("unreadable consent.state record at %s/%d for a user (%s); the user is taken to hold no "
+                      "grants until a valid state is written", partition, msg.offset(), exc)
+            states[user] = ConsentState(user, versions.get(user, 0), EPOCH, "free", None, ())
+            return
+        states[user] = state
+        versions[user] = max(versions.get(user, 0), state.version)
 
     def show(self, user_id: str) -> ConsentLookup:
         """The user's committed consent, read from consent.state."""
@@ -336,8 +364,9 @@ class ConsentWriter:
             for purpose in self.catalog.purposes.values():
                 nym = pseudonym(secret, purpose.name, req.user_id)
                 outputs.append((self.topics.retractions, nym, self._encode_retraction({
-                    "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
-                    "requested_at": now, "receipt_id": receipt_id}), None, version, receipt_id))
+                    "pseudonym": nym, "key_id": key_id(secret), "purpose": purpose.name,
+                    "sink_topic": self.topics.training[purpose.name], "requested_at": now,
+                    "consent_version": version}), None, version, receipt_id))
         outputs.append((self.topics.consent_state, req.user_id, value, partition, version, receipt_id))
         states[req.user_id] = new_state
         versions[req.user_id] = version

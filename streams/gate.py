@@ -35,9 +35,9 @@ from consentgate.schemas.errors import (
 )
 from consentgate.schemas.records import activity_from_avro, check_occurred_at
 from consentgate.streams.consent_view import ConsentView
-from consentgate.streams.consent_writer import pseudonym
 from consentgate.streams.metrics import GateMetrics
 from consentgate.streams.outputs import (
+    Keyed,
     contribution_record,
     dead_letter,
     decision_record,
@@ -46,6 +46,7 @@ from consentgate.streams.outputs import (
 
 from consentgate.catalog import Catalog
 from consentgate.decision import decide
+from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.quality import assess
 from consentgate.settings import Settings
 
@@ -90,6 +91,7 @@ class Gate:
         self.metrics = GateMetrics()
         self.stats = GateStats()
         self._secret = settings.require_secret()
+        self._key_id = key_id(self._secret)
         self._nyms: dict[tuple[str, str], str] = {}  # HMACs of active users, bounded
         self._registry = registry_client(settings.require_registry())
         codecs = Codecs(self._registry)
@@ -265,13 +267,15 @@ class Gate:
                 if outcome.passed:
                     assert decision.consent_version is not None
                     passed_any = True
-                    nym = self._pseudonym(outcome.purpose, event.user_id)
+                    keyed = Keyed(self._pseudonym(outcome.purpose, event.user_id),
+                                  record_id(self._secret, outcome.purpose, event.event_id), self._key_id)
                     produce(prod, topics.training[outcome.purpose], self._enc_training[outcome.purpose](
-                        training_record(event, outcome, self.catalog, nym, decision.consent_version)), nym.encode())
+                        training_record(event, outcome, self.catalog, keyed, decision.consent_version)),
+                        keyed.pseudonym.encode())
                     if assessment is None:
                         assessment = assess(event.category, event.payload)
                     produce(prod, topics.contributions, self._enc_contribution(
-                        contribution_record(event, outcome, consent, assessment)), user_key)
+                        contribution_record(event, outcome, consent, assessment, keyed)), user_key)
                     batch.outcomes[(outcome.purpose, event.category, "passed")] += 1
                 else:
                     assert outcome.reason is not None

@@ -24,6 +24,7 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.catalog import Catalog
 from consentgate.decision import decide
 from consentgate.model import ActivityEvent, ConsentState, Grant
+from consentgate.pseudonyms import record_id
 from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import (
@@ -116,8 +117,9 @@ def test_revocation_takes_effect_before_the_next_record(settings: Settings, topi
     decisions = {d["event_id"]: d["outcomes"][1] for d in values(settings, topics.decisions)}
     after = {u: decisions[f"{u}-after"] for u in users}
     assert all(o == {"purpose": GEN, "passed": False, "reason": "no_grant"} for o in after.values()), after
-    passed_training = {r["event_id"] for r in values(settings, topics.training[GEN])}
-    assert passed_training <= {f"{u}-before" for u in users}
+    secret = settings.require_secret()
+    passed_training = {r["record_id"] for r in values(settings, topics.training[GEN])}
+    assert passed_training <= {record_id(secret, GEN, f"{u}-before") for u in users}
     assert running.gate.metrics.value("consentgate_revocation_enforcement_seconds_count") == 100
 
 
@@ -194,8 +196,9 @@ def _assert_exactly_once(settings: Settings, topics: TopicNames, events: list[Ac
                          expected: set[tuple[str, str]]) -> None:
     decisions = Counter(d["event_id"] for d in values(settings, topics.decisions))
     assert decisions == Counter({e.event_id: 1 for e in events})
-    training = Counter((r["event_id"], r["purpose"]) for t in topics.training.values() for r in values(settings, t))
-    assert training == Counter({pair: 1 for pair in expected})
+    training = Counter((r["record_id"], r["purpose"]) for t in topics.training.values() for r in values(settings, t))
+    secret = settings.require_secret()
+    assert training == Counter({(record_id(secret, p, e), p): 1 for e, p in expected})
     contributions = Counter((c["event_id"], c["purpose"]) for c in values(settings, topics.contributions))
     assert contributions == Counter({pair: 1 for pair in expected})
 

@@ -166,7 +166,7 @@ def audit(settings: Settings, catalog: Catalog, topics: TopicNames, load: Load) 
     outputs = [topics.decisions, topics.contributions, topics.dlq, *topics.training.values()]
     wait_for(lambda: no_open_transactions(settings, outputs), timeout=120, what="abandoned transactions to end")
     training = [r for t in topics.training.values() for r in values(settings, t)]
-    return check(catalog, load.events, load.acked, values(settings, topics.consent_changes),
+    return check(catalog, settings.require_secret(), load.events, load.acked, values(settings, topics.consent_changes),
                  values(settings, topics.decisions), training, values(settings, topics.contributions),
                  len(values(settings, topics.dlq)), load.bad_inputs)
 
