@@ -96,6 +96,8 @@ def test_a_person_turns_on_post_for_generative_then_withdraws(
     with ServiceThread(settings, config, catalog) as service, GateThread(settings, catalog):
         browser.get(service.url + "/")
         wait.until(lambda d: d.find_element(By.ID, "token").is_displayed())
+        assert not browser.find_element(By.ID, "sign-out").is_displayed()
+        assert not browser.find_element(By.ID, "signed-in").is_displayed()
         shoot(browser, shots, "1-sign-in")
         browser.find_element(By.ID, "token").send_keys(issue_token(config, "alice"))
         browser.find_element(By.CSS_SELECTOR, "#sign-in button[type=submit]").click()
@@ -147,6 +149,12 @@ def test_a_person_turns_on_post_for_generative_then_withdraws(
         assert row[1:4] == ["Train the generative assistant", "post", "1"]
         assert browser.find_elements(By.CSS_SELECTOR, "#chart svg rect")
         shoot(browser, shots, "5-earnings-and-history")
+
+        browser.find_element(By.ID, "sign-out").click()  # a change too: it spends the page's CSRF token
+        wait.until(lambda d: d.find_element(By.ID, "token").is_displayed())
+        browser.refresh()  # the session is gone on the server, not only hidden on the page
+        wait.until(lambda d: d.find_element(By.ID, "token").is_displayed())
+        assert not browser.find_element(By.ID, "signed-in").is_displayed()
 
     assert sorted(p.name for p in shots.iterdir()) == [
         "1-sign-in.png", "2-signed-in-everything-off.png", "3-post-for-generative-on.png",

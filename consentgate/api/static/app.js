@@ -151,7 +151,7 @@ function renderEarnings(statement) {
     totals.push({ period: period.period, value, cash: period.cash, credits: period.credits, open: period.status !== "closed" });
   }
   if (!statement.periods.length) {
-    body.append(el("tr", {}, el("td", { colSpan: 6 }, "Nothing of yours has been used for training yet.")));
+    body.append(el("tr", {}, el("td", { colSpan: 6 }, "Nothing of yours has been valued yet: uses for training appear here once the metering has counted them.")));
   }
   $("payouts").textContent = totals.map((t) => t.open
     ? `${t.period} is still open: it is paid when the month closes.`
