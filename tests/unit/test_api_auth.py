@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from consentgate.api import ApiSettings, issue_token
+from consentgate.api import ApiSettings, demo_access, issue_token, with_local_secret
 from consentgate.api.auth import Principal, RateLimiter, SessionStore, TokenVerifier, check_id
 from consentgate.api.errors import BadRequest, Forbidden, RateLimited, Unauthenticated
 from consentgate.api.receipts import consent_receipt
 from consentgate.catalog import load_catalog
 from consentgate.errors import ConfigurationError
+from consentgate.settings import Settings
 
 SECRET = "platform-signing-secret-0123456789abcdef"
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -195,3 +198,19 @@ def test_receipt_has_the_kantara_shape_and_only_values_from_the_catalog_and_toke
     assert [p["purposeCategory"] for p in erase["services"][0]["purposes"]] == [
         ["train_ai_system.ads_ranking"], [GEN], ["train_ai_system.recommendation"]]
     assert erase["record"]["event"] == "erased"
+
+
+def test_demo_access_signs_with_the_data_dirs_local_secret_that_serve_then_uses(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    assert with_local_secret(settings, ApiSettings()).jwt_secret is None  # serve alone never creates one
+    url, token = demo_access(settings)
+    secret_file = tmp_path / "data" / "api-jwt.secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert url == f"http://127.0.0.1:8420/#token={token}"
+    key, algorithms = with_local_secret(settings, ApiSettings()).verification_key()
+    assert TokenVerifier(key, algorithms).verify(token, datetime.now(timezone.utc)).subject == "user-0000001"
+    demo_access(settings)  # a second call reuses the secret file
+    assert secret_file.read_text().strip() == key
+    # a configured key always wins over the local file
+    configured = ApiSettings(jwt_secret=SECRET)
+    assert with_local_secret(settings, configured) is configured
