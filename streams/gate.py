@@ -99,7 +99,7 @@ class Gate:
         self.catalog = catalog
         self.topics = TopicNames.of(settings, catalog)
         self.worker_id = settings.worker_id or socket.gethostname()
-        self.metrics = GateMetrics()
+        self.metrics = GateMetrics(catalog)  # every outcome series starts at 0, so its first increase shows
         self.stats = GateStats()
         self._secret = settings.require_secret()
         self._key_id = key_id(self._secret)
@@ -148,7 +148,8 @@ class Gate:
         self.view.recover()
         log.info("consent view recovered: %d users in %.1fs", len(self.view), time.monotonic() - started)
         if self.settings.metrics_port is not None:
-            self.metrics.serve(self.settings.metrics_port)
+            self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host,
+                               data_dir=self.settings.data_dir, worker=self.worker_id)
         if self._stopping:  # asked to stop while starting: nothing was consumed or written
             self._consumer.close()
             return self.stats
@@ -164,6 +165,7 @@ class Gate:
                     idle_since = time.monotonic()
                 elif self._open is None:
                     self._refresh_view()
+                    self.metrics.observe_consumer_lag(self._consumer)
                     if not self._consumer.assignment():
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
@@ -228,6 +230,7 @@ class Gate:
                 self._producer = None
             self.view.close()
             self._registry.close()
+            self.metrics.close()
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -413,6 +416,7 @@ class Gate:
                 self.stats.dropped[result] += count
         self.metrics.records_in.inc(records)
         self.metrics.batches.inc()
+        self.metrics.observe_consumer_lag(self._consumer)
         self.metrics.record_outcomes(batch.outcomes)
         for error_class, count in batch.dlq.items():
             self.metrics.dlq.labels(error_class).inc(count)
