@@ -55,3 +55,23 @@ def without_grants(current: ConsentState, version: int, now: datetime, category:
     kept = tuple(g for g in current.grants
                  if not ((category is None or g.category == category) and (purpose is None or g.purpose == purpose)))
     return replace(current, version=version, updated_at=now, grants=kept)
+
+
+def check_tier(tier: str | None, plan: str | None) -> None:
+    """Refuse a tier change that names no tier, an unknown one, or a plan the tier cannot have."""
+    if tier not in TIERS:
+        raise ConsentRequestError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
+    if plan is not None and plan not in PLANS:
+        raise ConsentRequestError(f"unknown plan {plan!r}; choose from {', '.join(PLANS)}")
+    if tier == "free" and plan is not None:
+        raise ConsentRequestError("the free tier has no compensation plan")
+    if tier == "data_sharing" and plan is None:
+        raise ConsentRequestError("the data_sharing tier needs a plan; choose from " + ", ".join(PLANS))
+
+
+def with_tier(current: ConsentLookup, user_id: str, version: int, now: datetime, tier: str,
+              plan: str | None) -> ConsentState:
+    """The state after choosing ``tier`` (and ``plan``); grants are untouched: a tier never grants."""
+    if current is None or isinstance(current, Erased):
+        return ConsentState(user_id, version, now, tier, plan)
+    return replace(current, version=version, updated_at=now, tier=tier, plan=plan)

@@ -35,7 +35,7 @@ from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import RecordError
 from consentgate.schemas.records import EPOCH, consent_from_avro, consent_to_avro
-from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
+from consentgate.streams.consent_rules import check_grant, check_tier, with_grant, with_tier, without_grants
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
@@ -72,6 +72,11 @@ class ConsentRequest:
     jurisdiction: str | None = None
     notice_version: str | None = None
     terms_version: int | None = None  # imports of historical grants only; default: the catalog's current
+    # Who asked, and how (the consent service fills these from the verified token, never from free text).
+    issuer: str | None = None  # the token's issuer
+    subject: str | None = None  # the token's subject: the user, or the platform back-end acting as admin
+    gpc: bool = False  # the request carried Sec-GPC: 1 (recorded only; it never creates a grant)
+    collection_method: str | None = None  # e.g. web_page, api, admin_api
 
 
 @dataclass
@@ -187,6 +192,11 @@ class ConsentWriter:
         """The user's committed consent, read from consent.state."""
         return self._read_partition(self.partition_of(user_id))[0].get(user_id)
 
+    def current(self, user_id: str) -> ConsentLookup:
+        """The user's consent as this writer last committed or read it: no read once ``warm()`` ran."""
+        owned = self._owned.get(self.partition_of(user_id))
+        return owned.states.get(user_id) if owned is not None else self.show(user_id)
+
     # -- writing -------------------------------------------------------------------------
 
     def _acquire(self, partition: int, wanted: frozenset[str] = frozenset()) -> tuple[_Owned, set[str]]:
@@ -226,6 +236,8 @@ class ConsentWriter:
                 raise ConsentRequestError(f"unknown purpose {req.purpose!r}")
             if req.category is not None and req.category not in self.catalog.categories:
                 raise ConsentRequestError(f"unknown category {req.category!r}")
+        elif req.action == "tier":
+            check_tier(req.tier, req.plan)
         elif req.action != "erase":
             raise ConsentRequestError(f"unknown consent action {req.action!r}")
 
@@ -327,6 +339,9 @@ class ConsentWriter:
             if not isinstance(current, ConsentState):
                 raise ConsentRequestError(f"user {req.user_id!r} has no consent to revoke")
             new_state = without_grants(current, version, now, req.category, req.purpose)
+        elif req.action == "tier":
+            assert req.tier
+            new_state = with_tier(current, req.user_id, version, now, req.tier, req.plan)
         else:
             new_state = Erased(req.user_id)
         receipt = {
@@ -338,6 +353,8 @@ class ConsentWriter:
             "tier": new_state.tier if isinstance(new_state, ConsentState) else None,
             "plan": new_state.plan if isinstance(new_state, ConsentState) else None,
             "consent_version": version,
+            "issuer": req.issuer, "subject": req.subject, "gpc": req.gpc,
+            "collection_method": req.collection_method,
         }
         outputs.append((self.topics.consent_changes, req.user_id, self._encode_change(receipt), None, version,
                         receipt_id))

@@ -42,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     for line in settlement_summary(gate, settlement):
         print(line)
     print(f"ledger: {ledger}  (consentgate statement --user U --ledger-url {ledger} --format html)")
+    from consentgate.api import demo_access  # the consent service's page, signed in as one synthetic user
+
+    url, token = demo_access(settings)
+    print(f"\nyour own page: CONSENTGATE_LEDGER_URL={ledger} consentgate serve --topic-prefix {prefix}\n"
+          f"  then open {url}\n  (or send 'Authorization: Bearer {token}' to the API)")
     print(f"\nlook around: consentgate tail {settings.topic('gate.decisions')} --json --from-beginning "
           f"--until-idle 2 | head")
     stats = gate.stats
