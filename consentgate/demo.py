@@ -123,7 +123,7 @@ def _publish(settings: Settings, topics: TopicNames, users: int, events: int, ma
              expiring_at: datetime, result: DemoResult) -> None:
     """Publish the activity; the second half only once the expiring grants have expired."""
     rng = random.Random(5)
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topics.activity)
         out = producer(settings)
         start = datetime.now(timezone.utc)

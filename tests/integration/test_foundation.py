@@ -88,7 +88,7 @@ def test_topics_create_is_idempotent_and_compacts_consent_state(settings: Settin
     partitions = client.list_topics(names.activity, timeout=10).topics[names.activity].partitions
     assert len(partitions) == 3
     subject = f"{names.consent_state}-value"
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         assert registry.get_compatibility(subject) == "BACKWARD"
 
 
@@ -103,7 +103,7 @@ def test_topics_create_refuses_a_consent_state_that_is_not_compacted(settings: S
 
 def test_codec_errors_carry_bytes_and_coordinates(settings: Settings, topics: TopicNames,
                                                   request: pytest.FixtureRequest) -> None:
-    registry = registry_client(settings.require_registry())
+    registry = registry_client(settings)
     request.addfinalizer(registry.close)
     codecs = Codecs(registry)
     codec = codecs["ActivityEvent"]

@@ -99,7 +99,7 @@ def run_load(settings: Settings, catalog: Catalog, topics: TopicNames, n_events:
     pairs = [(c, p.name) for p in catalog.purposes.values() for c in p.categories]
     versions: dict[str, int] = {}
     out = producer(settings)
-    with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, catalog) as writer:
+    with registry_client(settings) as registry, ConsentWriter(settings, catalog) as writer:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topics.activity)
         produced = 0
         while produced < n_events:
