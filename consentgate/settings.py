@@ -82,8 +82,12 @@ class Settings(BaseSettings):
     def clock_skew(self) -> timedelta:
         return timedelta(seconds=self.clock_skew_s)
 
-    def resolved(self) -> Settings:
-        """Fill addresses and the pseudonym secret from ``consentgate up``'s records."""
+    def resolved(self, client: bool = True) -> Settings:
+        """Fill addresses and the pseudonym secret from ``consentgate up``'s records.
+
+        ``client``: this command connects to Kafka as a client (``up`` and ``down`` do not), so a
+        secure cluster recorded in the data dir needs ``--kafka-config``.
+        """
         updates: dict[str, Any] = {}
         cluster_file = self.data_dir / CLUSTER_FILE
         if (self.bootstrap_servers is None or self.schema_registry_url is None) and cluster_file.exists():
@@ -104,7 +108,7 @@ class Settings(BaseSettings):
                     f" differs from the one in {secret_file} (key id {key_id(recorded.encode())}): unset "
                     "CONSENTGATE_PSEUDONYM_SECRET to use the data dir's, or use another --data-dir")
         resolved = self.model_copy(update=updates) if updates else self
-        if (resolved.kafka_config is None and cluster_file.exists() and self.bootstrap_servers is None
+        if (client and resolved.kafka_config is None and cluster_file.exists() and self.bootstrap_servers is None
                 and json.loads(cluster_file.read_text()).get("secure")):
             raise ConfigurationError(
                 f"the cluster in {self.data_dir} is secure: pass --kafka-config "

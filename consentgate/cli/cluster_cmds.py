@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_up(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = settings_from(args, client=False)
     started = time.monotonic()
     info = embedded.up(settings, secure=settings.secure, catalog=catalog_of(settings))
     print(f"bootstrap servers: {info.bootstrap_servers}")
@@ -61,7 +61,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_down(args: argparse.Namespace) -> int:
-    stopped = embedded.down(settings_from(args))
+    stopped = embedded.down(settings_from(args, client=False))
     print("stopped " + (", ".join(f"{p.name} (pid {p.pid})" for p in stopped) if stopped else "nothing"))
     return 0
 
@@ -77,7 +77,7 @@ def run_topics_create(args: argparse.Namespace) -> int:
 
 
 def run_acls(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = settings_from(args, client=False)
     catalog = catalog_of(settings)
     acls = acl_set(settings, catalog, parse_principals(args.principal, catalog))
     width = max(len(a.principal) for a in acls)

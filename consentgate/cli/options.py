@@ -33,9 +33,11 @@ def add_connection(parser: argparse.ArgumentParser) -> None:
     flag(parser, "topic-prefix", "prefix for every topic name")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, client: bool = True) -> Settings:
+    """Settings from the flags given (then env vars, then what ``up`` recorded); ``client=False`` for
+    commands that manage the cluster rather than connect to it as a client."""
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return Settings(**given).resolved()
+    return Settings(**given).resolved(client)
 
 
 def catalog_of(settings: Settings) -> Catalog:

@@ -6,16 +6,20 @@ role reads a whole family (the auditor: every ``training.`` topic under the pref
 transactional ids follow what each worker uses:
 
 - gate: consumer group ``group_id`` (joined, and its offsets committed in each transaction);
-  transactional ids ``{transactional_id_prefix}-{worker_id}``;
-- consent writer: transactional ids ``{topic_prefix}consent-writer-<partition>``;
-- metering: consumer group ``metering_group_id``.
+  transactional ids ``{transactional_id_prefix}-{worker_id}``; its consent view's groups
+  ``consent-view-<uuid>``;
+- consent writer and consent service: transactional ids ``{topic_prefix}consent-writer-<partition>``;
+  groups ``consent-writer-<...>`` and ``consent-service-<...>``;
+- metering: consumer group ``metering_group_id``;
+- auditor: groups ``consentgate-audit-<uuid>``; trainers (the training-set sink):
+  ``consentgate-sink-<...>``; both also ``consentgate-tail-<uuid>`` for ``consentgate tail``.
 
-Every other reader (the gate's consent view, the consent writer's reads, the auditor, trainers and
-sinks, ``consentgate tail``) assigns partitions itself and commits nothing, which needs no group ACL
-(the secure test shows it), so none is granted.
+A reader that assigns partitions itself still needs READ on its group: librdkafka looks up the
+group's coordinator for every consumer, and a refusal surfaces as an error on poll.
 
-Departure from SPEC §7: ``metering`` also reads each ``training.<purpose>`` topic, because the
-usefulness valuation (SPEC §11) joins a contribution to its minimised text by record id.
+Departures from SPEC §7: ``metering`` also reads each ``training.<purpose>`` topic, because the
+usefulness valuation (SPEC §11) joins a contribution to its minimised text by record id; ``consent``
+also reads ``consent.changes``, because the consent service shows people their receipts (SPEC §9).
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def role_grants(role: str, settings: Settings, catalog: Catalog) -> list[Grant]:
     t = settings.topic
     sinks = [t(p.sink_topic) for p in catalog.purposes.values()]
 
+    def groups(*prefixes: str) -> list[Grant]:
+        return [("group", prefix, "prefixed", "read") for prefix in prefixes]
+
     def topics(op: Operation, *names: str) -> list[Grant]:
         return [("topic", name, "literal", op) for name in names]
 
@@ -96,13 +103,14 @@ def role_grants(role: str, settings: Settings, catalog: Catalog) -> list[Grant]:
     if role == "platform":
         return topics("write", t("activity.events"))
     if role == "consent":
-        return [*topics("read", t("consent.state")),
+        return [*topics("read", t("consent.state"), t("consent.changes")),
                 *topics("write", t("consent.state"), t("consent.changes"), t("training.retractions")),
-                ("transactional_id", f"{settings.topic_prefix}consent-writer-", "prefixed", "write")]
+                ("transactional_id", f"{settings.topic_prefix}consent-writer-", "prefixed", "write"),
+                *groups("consent-writer-", "consent-service-")]
     if role == "gate":
         return [*topics("read", t("activity.events"), t("consent.state")),
                 *topics("write", t("gate.decisions"), t("gate.dlq"), t("metering.contributions"), *sinks),
-                ("group", settings.group_id, "literal", "read"),
+                ("group", settings.group_id, "literal", "read"), *groups("consent-view-"),
                 ("transactional_id", f"{settings.transactional_id_prefix}-", "prefixed", "write")]
     if role == "metering":
         return [*topics("read", t("metering.contributions"), *sinks),
@@ -112,8 +120,10 @@ def role_grants(role: str, settings: Settings, catalog: Catalog) -> list[Grant]:
         return [*topics("read", t("consent.changes"), t("gate.decisions"), t("gate.dlq"),
                         t("metering.contributions")),
                 ("topic", t("training."), "prefixed", "read"),  # every sink and the retractions
-                *topics("describe", t("activity.events"))]  # offsets, never content
+                *topics("describe", t("activity.events")),  # offsets, never content
+                *groups("consentgate-audit-", "consentgate-tail-")]
     if role.startswith(TRAINER) and role[len(TRAINER):] in catalog.purposes:
         purpose = catalog.purposes[role[len(TRAINER):]]
-        return topics("read", t(purpose.sink_topic), t("training.retractions"))
+        return [*topics("read", t(purpose.sink_topic), t("training.retractions")),
+                *groups("consentgate-sink-", "consentgate-tail-")]
     raise ConfigurationError(f"unknown role {role!r} (roles: {', '.join(roles(catalog))})")

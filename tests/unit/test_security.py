@@ -182,24 +182,29 @@ def test_acl_set_per_role_is_exact() -> None:
                               "trainer.train_ai_system.recommendation"]
     assert role_grants("platform", settings, catalog) == [("topic", "p.activity.events", "literal", "write")]
     assert role_grants("consent", settings, catalog) == [
-        ("topic", "p.consent.state", "literal", "read"), ("topic", "p.consent.state", "literal", "write"),
+        ("topic", "p.consent.state", "literal", "read"), ("topic", "p.consent.changes", "literal", "read"),
+        ("topic", "p.consent.state", "literal", "write"),
         ("topic", "p.consent.changes", "literal", "write"), ("topic", "p.training.retractions", "literal", "write"),
-        ("transactional_id", "p.consent-writer-", "prefixed", "write")]
+        ("transactional_id", "p.consent-writer-", "prefixed", "write"),
+        ("group", "consent-writer-", "prefixed", "read"), ("group", "consent-service-", "prefixed", "read")]
     assert role_grants("gate", settings, catalog) == [
         ("topic", "p.activity.events", "literal", "read"), ("topic", "p.consent.state", "literal", "read"),
         ("topic", "p.gate.decisions", "literal", "write"), ("topic", "p.gate.dlq", "literal", "write"),
         ("topic", "p.metering.contributions", "literal", "write"),
         *[("topic", s, "literal", "write") for s in sinks],
-        ("group", "gates", "literal", "read"), ("transactional_id", "gtx-", "prefixed", "write")]
+        ("group", "gates", "literal", "read"), ("group", "consent-view-", "prefixed", "read"),
+        ("transactional_id", "gtx-", "prefixed", "write")]
     assert role_grants("metering", settings, catalog) == [
         ("topic", "p.metering.contributions", "literal", "read"), *[("topic", s, "literal", "read") for s in sinks],
         ("topic", "p.metering.dlq", "literal", "write"), ("group", "mg", "literal", "read")]
     assert role_grants("auditor", settings, catalog) == [
         ("topic", "p.consent.changes", "literal", "read"), ("topic", "p.gate.decisions", "literal", "read"),
         ("topic", "p.gate.dlq", "literal", "read"), ("topic", "p.metering.contributions", "literal", "read"),
-        ("topic", "p.training.", "prefixed", "read"), ("topic", "p.activity.events", "literal", "describe")]
+        ("topic", "p.training.", "prefixed", "read"), ("topic", "p.activity.events", "literal", "describe"),
+        ("group", "consentgate-audit-", "prefixed", "read"), ("group", "consentgate-tail-", "prefixed", "read")]
     assert role_grants("trainer.train_ai_system.generative", settings, catalog) == [
-        ("topic", gen, "literal", "read"), ("topic", "p.training.retractions", "literal", "read")]
+        ("topic", gen, "literal", "read"), ("topic", "p.training.retractions", "literal", "read"),
+        ("group", "consentgate-sink-", "prefixed", "read"), ("group", "consentgate-tail-", "prefixed", "read")]
     assert role_grants("admin", settings, catalog) == [
         ("cluster", "kafka-cluster", "literal", "all"), ("topic", "p.", "prefixed", "all"),
         ("group", "*", "literal", "all"), ("transactional_id", "*", "literal", "all")]
@@ -217,7 +222,7 @@ def test_acl_set_uses_named_principals() -> None:
                                            "User:trainer.train_ai_system.ads_ranking",
                                            "User:trainer.train_ai_system.recommendation"}
     assert Acl("User:ml", "topic", "p.training.retractions", "literal", "read") in acls
-    assert len(acls) == sum(len(role_grants(r, Settings(topic_prefix="p."), catalog)) for r in roles(catalog)) == 38
+    assert len(acls) == sum(len(role_grants(r, Settings(topic_prefix="p."), catalog)) for r in roles(catalog)) == 50
     for bad, message in (("gate", "expected ROLE=Type:name"), ("gate=svc", "expected ROLE=Type:name"),
                          ("root=User:x", "unknown role 'root'")):
         with pytest.raises(ConfigurationError, match=message):
