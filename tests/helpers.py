@@ -22,11 +22,14 @@ from consentgate.model import ActivityEvent
 from consentgate.settings import Settings
 
 
-def committed(settings: Settings, topic: str, timeout: float = 30.0) -> list[tuple[str | None, Any]]:
-    """Every committed record of ``topic`` as (key, JSON-shaped value); tombstones have value None."""
+def committed(settings: Settings, topic: str, timeout: float = 30.0,
+              group: str = "test-reader-") -> list[tuple[str | None, Any]]:
+    """Every committed record of ``topic`` as (key, JSON-shaped value); tombstones have value None.
+
+    ``group``: the prefix of the reader's group id (on a secure cluster, one the role may use)."""
     registry = registry_client(settings)
     decode = AvroDeserializer(registry, return_record_name=True)
-    reader = consumer(settings, f"test-reader-{uuid.uuid4()}")
+    reader = consumer(settings, f"{group}{uuid.uuid4()}")
     out: list[tuple[str | None, Any]] = []
     try:
         for msg in read_committed(reader, [topic], timeout, admin(settings)):
