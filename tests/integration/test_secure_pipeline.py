@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -16,7 +20,7 @@ from sqlalchemy import select
 from consentgate.catalog import Catalog
 from consentgate.model import ActivityEvent
 from consentgate.pseudonyms import pseudonym
-from tests.conftest import TEST_SECRET, SecureRoles
+from tests.conftest import TEST_SECRET, SecureCluster, SecureRoles
 from tests.helpers import committed, produce_events, run_gate
 
 GEN, REC, ADS = "train_ai_system.generative", "train_ai_system.recommendation", "train_ai_system.ads_ranking"
@@ -74,3 +78,18 @@ def test_consent_gate_trainer_auditor_and_metering_each_with_their_own_credentia
     finally:
         engine.dispose()
     assert [tuple(r) for r in rows] == [("e1", GEN, "u1"), ("e2", ADS, "u2")]
+
+
+def test_demo_secure_runs_each_part_as_its_own_role(secure_cluster: SecureCluster) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    ran = subprocess.run([sys.executable, "-m", "consentgate.cli.main", "demo", "--secure", "--data-dir",
+                          str(secure_cluster.data_dir), "--users", "300", "--events", "3000",
+                          "--topic-prefix", f"d{uuid.uuid4().hex[:8]}."],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("secure embedded cluster: Kafka 127.0.0.1:") and "(SASL_SSL)" in lines[0]
+    assert f"each part acts as its own role: {secure_cluster.data_dir / 'clients'}/<role>.properties" in lines
+    assert "  in = passed + dropped + DLQ      yes" in lines
+    assert "  the gate's own counters agree    yes" in lines
+    assert "  passed = credited                        yes" in lines
