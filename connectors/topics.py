@@ -14,6 +14,9 @@ from consentgate.errors import ConfigurationError
 from consentgate.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+# Explicit, not the broker's default: a dead letter holds at most DLQ_VALUE_BYTES of key and of value
+# plus a bounded message, so it always fits, whatever the broker's own limit is set to.
+DLQ_MAX_MESSAGE_BYTES = str(1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,11 @@ def topic_specs(settings: Settings, catalog: Catalog) -> list[TopicSpec]:
         TopicSpec(n.consent_changes, "ConsentChange", {"cleanup.policy": "delete", "retention.ms": "-1"}),
         TopicSpec(n.retractions, "Retraction", {"cleanup.policy": "delete", "retention.ms": "-1"}),
         TopicSpec(n.decisions, "Decision", {"cleanup.policy": "delete"}),
-        TopicSpec(n.dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}),
+        TopicSpec(n.dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
+                                        "max.message.bytes": DLQ_MAX_MESSAGE_BYTES}),
         TopicSpec(n.contributions, "Contribution", {"cleanup.policy": "delete"}),
-        TopicSpec(n.metering_dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}),
+        TopicSpec(n.metering_dlq, "DeadLetter", {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS),
+                                                 "max.message.bytes": DLQ_MAX_MESSAGE_BYTES}),
     ]
     for purpose in catalog.purposes.values():
         specs.append(TopicSpec(n.training[purpose.name], "TrainingRecord", {

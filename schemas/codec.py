@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fastavro
@@ -14,17 +16,19 @@ from confluent_kafka.schema_registry import (
     SchemaRegistryClient,
     SchemaRegistryError,
 )
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from consentgate.schemas.contracts import schema_text
 from consentgate.schemas.errors import (
     EncodeError,
+    RecordError,
     RegistryUnavailable,
     SchemaMismatch,
     UndecodableRecord,
     UnknownSchemaId,
 )
 from consentgate.schemas.fastwrite import compile_writer
+from consentgate.schemas.strict import StrictDecodeError, UnsupportedSchema, compile_checker
 
 from consentgate.errors import ConfigurationError
 from consentgate.security.properties import redact
@@ -32,6 +36,16 @@ from consentgate.settings import Settings
 
 COMPATIBILITY = "BACKWARD"
 _NOT_FOUND = (404, 422)
+UNKNOWN_ID_RETRY_S = 60.0  # an unknown schema id is asked about again after this long
+_FOREVER = float("inf")
+_MAX_REFUSED = 10_000
+
+
+@dataclass(frozen=True)
+class _WriterSchema:
+    schema: Any  # fastavro-parsed
+    resolve: bool  # differs from the reader schema: resolve to it while reading
+    check: Callable[[bytes, int], None]  # strict check of the encoding
 
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:
@@ -69,12 +83,12 @@ class Codec:
         self._client = client
         text = schema_text(contract)
         self._reader_schema: dict[str, Any] = fastavro.parse_schema(json.loads(text))  # type: ignore[assignment]
-        self._writers: dict[int, Any] = {}  # schema id -> parsed writer schema (None: same as reader)
+        self._writers: dict[int, _WriterSchema] = {}
+        self._refused: dict[int, tuple[float, type[RecordError], str]] = {}  # schema id -> (until, error, message)
         # `topics create` registers every contract; writers use the registered version, since
         # Apicurio's ccompat lookup does not match the serializer's re-rendered schema text.
         self._serializer = AvroSerializer(client, text, conf={"auto.register.schemas": False,
                                                               "use.latest.version": True})
-        self._deserializer = AvroDeserializer(client, text, return_record_name=True)
 
     def encode(self, topic: str, value: dict[str, Any]) -> bytes:
         try:
@@ -126,52 +140,78 @@ class Codec:
         return encode
 
     def decode(self, data: bytes, topic: str, partition: int = -1, offset: int = -1) -> dict[str, Any]:
-        """Decode a Confluent-framed record; known schema ids take the fast path."""
-        if len(data) > 5 and data[0] == 0:
-            schema_id = int.from_bytes(data[1:5], "big")
-            if schema_id in self._writers:
-                writer = self._writers[schema_id]
-                try:
-                    value = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer or self._reader_schema,
-                                                       self._reader_schema if writer else None,
-                                                       return_record_name=True)
-                except Exception as exc:
-                    raise UndecodableRecord(f"cannot decode as {self.contract}: {type(exc).__name__}: "
-                                            f"{str(exc)[:300]}", raw=data, topic=topic, partition=partition,
-                                            offset=offset) from exc
-                if isinstance(value, dict):
-                    return value
-        value = self._slow_decode(data, topic, partition, offset)
-        self._learn(data)
+        """Decode a Confluent-framed record strictly (see ``schemas.strict``), resolving older or newer
+        writer schemas to this contract. Bad input raises a ``RecordError`` carrying the raw bytes and
+        coordinates; only a registry outage raises ``RegistryUnavailable``."""
+        coords = {"raw": data, "topic": topic, "partition": partition, "offset": offset}
+        if len(data) < 5 or data[0] != 0:
+            raise UndecodableRecord("not a Confluent-framed record (magic byte 0 and a 4-byte schema id)", **coords)
+        schema_id = int.from_bytes(data[1:5], "big")
+        writer = self._writers.get(schema_id) or self._writer(schema_id, coords)
+        try:
+            writer.check(data, 5)
+            value = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer.schema,
+                                               self._reader_schema if writer.resolve else None,
+                                               return_record_name=True)
+        except StrictDecodeError as exc:
+            raise UndecodableRecord(f"cannot decode as {self.contract}: {exc}", **coords) from exc
+        except Exception as exc:
+            if type(exc).__name__ == "SchemaResolutionError":
+                message = (f"cannot decode as {self.contract}: SchemaResolutionError: writer schema "
+                           f"{writer.schema.get('name')} (id {schema_id}) does not resolve to it")
+                self._refuse(schema_id, SchemaMismatch, message, _FOREVER)
+                raise SchemaMismatch(message, **coords) from exc
+            raise UndecodableRecord(f"cannot decode as {self.contract}: {type(exc).__name__}: {_brief(exc)}",
+                                    **coords) from exc
+        if not isinstance(value, dict):
+            raise SchemaMismatch(f"decoded {self.contract} is not a record", **coords)
         return value
 
-    def _learn(self, data: bytes) -> None:
-        schema_id = int.from_bytes(data[1:5], "big")
-        schema: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]
-            json.loads(self._client.get_schema(schema_id).schema_str or "null"))
-        same = schema.get("name") == self._reader_schema.get("name") and json.dumps(
-            schema, sort_keys=True, default=str) == json.dumps(self._reader_schema, sort_keys=True, default=str)
-        self._writers[schema_id] = None if same else schema
-
-    def _slow_decode(self, data: bytes, topic: str, partition: int, offset: int) -> dict[str, Any]:
-        coords = {"raw": data, "topic": topic, "partition": partition, "offset": offset}
+    def _writer(self, schema_id: int, coords: dict[str, Any]) -> _WriterSchema:
+        """The writer schema of ``schema_id``, fetched once; ids the registry refused are remembered
+        (unknown ones for a while, mismatched ones for good: a schema id's content never changes), so a
+        stream of bad records costs no registry call each."""
+        refused = self._refused.get(schema_id)
+        if refused is not None and refused[0] > time.monotonic():
+            raise refused[1](refused[2], **coords)
         try:
-            value = self._deserializer(data, SerializationContext(topic, MessageField.VALUE))
+            registered = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             if exc.http_status_code in _NOT_FOUND:
-                raise UnknownSchemaId(f"unknown schema id in record: {exc.error_message}", **coords) from exc
+                message = f"unknown schema id {schema_id} in record: {exc.error_message}"
+                self._refuse(schema_id, UnknownSchemaId, message, UNKNOWN_ID_RETRY_S)
+                raise UnknownSchemaId(message, **coords) from exc
             raise RegistryUnavailable(f"schema registry error: {exc}") from exc
         except Exception as exc:
             if _is_transport_error(exc):
                 raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
-            kind = SchemaMismatch if "Schema" in type(exc).__name__ else UndecodableRecord
-            detail = str(exc)
-            if len(detail) > 300:
-                detail = detail[:300] + "..."
-            raise kind(f"cannot decode as {self.contract}: {type(exc).__name__}: {detail}", **coords) from exc
-        if not isinstance(value, dict):
-            raise UndecodableRecord(f"decoded {self.contract} is not a record", **coords)
-        return value
+            raise
+        try:
+            if (registered.schema_type or "AVRO") != "AVRO":
+                raise UnsupportedSchema(f"a {registered.schema_type} schema, not Avro")
+            schema_json = json.loads(registered.schema_str or "null")
+            parsed = fastavro.parse_schema(schema_json)
+            if not isinstance(parsed, dict) or parsed.get("type") != "record":
+                raise UnsupportedSchema("not an Avro record schema")
+            check = compile_checker(schema_json)
+        except Exception as exc:
+            message = f"schema id {schema_id} cannot be read as {self.contract}: {_brief(exc)}"
+            self._refuse(schema_id, SchemaMismatch, message, _FOREVER)
+            raise SchemaMismatch(message, **coords) from exc
+        same = parsed.get("name") == self._reader_schema.get("name") and json.dumps(
+            parsed, sort_keys=True, default=str) == json.dumps(self._reader_schema, sort_keys=True, default=str)
+        writer = self._writers[schema_id] = _WriterSchema(parsed, not same, check)
+        return writer
+
+    def _refuse(self, schema_id: int, kind: type[RecordError], message: str, seconds: float) -> None:
+        if len(self._refused) >= _MAX_REFUSED:
+            self._refused.clear()
+        self._refused[schema_id] = (time.monotonic() + seconds, kind, message)
+
+
+def _brief(exc: BaseException) -> str:
+    detail = str(exc)
+    return detail if len(detail) <= 300 else detail[:300] + "..."
 
 
 class Codecs:

@@ -37,6 +37,10 @@ class MissingIdentifier(InvalidRecord):
     """The record lacks a user id or an event id."""
 
 
+class InvalidIdentifier(InvalidRecord):
+    """A user id, event id or category is too long or holds control characters."""
+
+
 class PayloadMismatch(InvalidRecord):
     """The payload branch does not belong to the record's category."""
 

@@ -8,10 +8,12 @@ from typing import Any
 from consentgate.schemas.contracts import GENERIC_BRANCH, PAYLOAD_BRANCH
 from consentgate.schemas.errors import (
     ImpossibleTimestamp,
+    InvalidIdentifier,
     MissingIdentifier,
     PayloadMismatch,
 )
 
+from consentgate.identifiers import identifier_problem
 from consentgate.model import ActivityEvent, ConsentState, Grant
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -22,8 +24,12 @@ def activity_from_avro(value: dict[str, Any]) -> ActivityEvent:
     if not value["event_id"] or not value["user_id"]:
         missing = "event_id" if not value["event_id"] else "user_id"
         raise MissingIdentifier(f"record has an empty {missing}")
-    branch, body = value["payload"]
     category = value["category"]
+    for name in ("event_id", "user_id", "category"):
+        problem = identifier_problem(value[name])
+        if problem is not None:
+            raise InvalidIdentifier(f"{name} {problem}")
+    branch, body = value["payload"]
     expected = PAYLOAD_BRANCH.get(category)
     if expected is not None and branch != expected:
         raise PayloadMismatch(f"category {category!r} needs payload {expected.rsplit('.', 1)[1]}, "

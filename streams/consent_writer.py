@@ -14,7 +14,7 @@ after that moment is guaranteed to apply the change first.
 
 from __future__ import annotations
 
-import random
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message, Producer, TopicPartition
 from consentgate.connectors.kafka import admin, consumer, partition_for, producer
+from consentgate.connectors.retry import Backoff, Failure, RetryPolicy, abort, classify
 from consentgate.connectors.reader import (
     ReadTimeout,
     partitions_of,
@@ -32,16 +33,21 @@ from consentgate.connectors.reader import (
 )
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.records import consent_from_avro, consent_to_avro
+from consentgate.schemas.errors import RecordError
+from consentgate.schemas.records import EPOCH, consent_from_avro, consent_to_avro
 from consentgate.streams.consent_rules import check_grant, with_grant, without_grants
 
 from consentgate.catalog import Catalog
 from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup, ConsentState, Erased, Grant
-from consentgate.pseudonyms import pseudonym
+from consentgate.pseudonyms import key_id, pseudonym
 from consentgate.settings import Settings
 
-ATTEMPTS = 12
+log = logging.getLogger("consentgate.consent_writer")
+
+# Every failure is retried (after releasing what it broke) for up to a minute, with jitter so that
+# two writers fencing each other do not retry in lockstep.
+RETRY = RetryPolicy(Backoff(0.05, 2.0, jitter=True), deadline_s=60.0, retry_on=frozenset(Failure))
 VERSION_HEADER = "consent-version"
 RECEIPT_HEADER = "consent-receipt"
 
@@ -96,6 +102,7 @@ class ConsentWriter:
         finally:
             probe.close()
         self._owned: dict[int, _Owned] = {}
+        self._policy = RETRY
 
     def close(self) -> None:
         for owned in self._owned.values():
@@ -136,21 +143,45 @@ class ConsentWriter:
         finally:
             reader.close()
         for msg in records:
-            user = msg.key().decode()
-            # A tombstone has no body, so every record carries its version in a header too.
-            for name, raw in msg.headers() or ():
+            self._apply_record(msg, partition, states, versions, wanted, found)
+        return states, versions, found
+
+    def _apply_record(self, msg: Message, partition: int, states: dict[str, ConsentLookup],
+                      versions: dict[str, int], wanted: frozenset[str], found: set[str]) -> None:
+        """Fold one consent.state record into ``states``. An unreadable record affects only its own user,
+        who is taken to hold no grants (what the gate enforces for them), so that every user of the
+        partition, that one included, can still be granted, revoked, erased and shown."""
+        try:
+            user = (msg.key() or b"").decode()
+        except UnicodeDecodeError:
+            user = ""
+        if not user:
+            log.error("consent.state record at %s/%d has no readable user key; ignored", partition, msg.offset())
+            return
+        # A tombstone has no body, so every record carries its version in a header too.
+        for name, raw in msg.headers() or ():
+            try:
                 if name == VERSION_HEADER and raw:
                     versions[user] = max(versions.get(user, 0), int(raw))
                 elif name == RECEIPT_HEADER and wanted and raw and raw.decode() in wanted:
                     found.add(raw.decode())
-            if msg.value() is None:
-                states[user] = Erased(user)
-                continue
-            state = consent_from_avro(self._codecs["ConsentState"].decode(msg.value(), msg.topic(),
-                                                                          partition, msg.offset()))
-            states[user] = state
-            versions[user] = max(versions.get(user, 0), state.version)
-        return states, versions, found
+            except (ValueError, UnicodeDecodeError):
+                log.error("consent.state record at %s/%d has an unreadable %s header", partition, msg.offset(), name)
+        if msg.value() is None:
+            states[user] = Erased(user)
+            return
+        try:
+            state = consent_from_avro(self._codecs["ConsentState"].decode(msg.value(), msg.topic(), partition,
+                                                                          msg.offset()))
+            if state.user_id != user:
+                raise ValueError(f"key {user!r} holds the state of {state.user_id!r}")
+        except (RecordError, KeyError, TypeError, ValueError) as exc:
+            log.error("unreadable consent.state record at %s/%d for a user (%s); the user is taken to hold no "
+                      "grants until a valid state is written", partition, msg.offset(), exc)
+            states[user] = ConsentState(user, versions.get(user, 0), EPOCH, "free", None, ())
+            return
+        states[user] = state
+        versions[user] = max(versions.get(user, 0), state.version)
 
     def show(self, user_id: str) -> ConsentLookup:
         """The user's committed consent, read from consent.state."""
@@ -199,19 +230,17 @@ class ConsentWriter:
             raise ConsentRequestError(f"unknown consent action {req.action!r}")
 
     def _commit(self, partition: int, requests: list[ConsentRequest], now: datetime) -> list[dict[str, Any]]:
-        last_error: Exception | None = None
         # Receipts of an attempt whose commit failed with an unknown outcome: a writer fenced while
         # committing may still have committed, so before trying again the re-read partition is checked.
         unsure: list[dict[str, Any]] = []
-        for attempt in range(ATTEMPTS):
+
+        def attempt() -> list[dict[str, Any]]:
+            nonlocal unsure
             try:
                 owned, found = self._acquire(partition, frozenset(r["receipt_id"] for r in unsure))
-            except (KafkaException, ReadTimeout) as exc:  # the broker is away: wait, then take it again
-                last_error = exc
-                self._owned.pop(partition, None)
-                self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
-                time.sleep(min(0.25 * 2 ** attempt, 3.0))
-                continue
+            except (KafkaException, ReadTimeout):  # the broker is away: take the partition again later
+                self._release(partition, fresh_metadata=True)
+                raise
             if unsure and found:
                 if len(found) != len(unsure):  # one transaction: all of it is there or none
                     raise ConsentWriteError(f"partition {partition} holds {len(found)} of {len(unsure)} "
@@ -235,27 +264,28 @@ class ConsentWriter:
                 committing = True
                 prod.commit_transaction(30)  # a failed delivery fails the commit
             except KafkaException as exc:
-                last_error = exc
-                err = exc.args[0]
-                if committing or err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-                    # Fenced, or the commit's outcome is unknown: take the partition again. Its new
+                failure = classify(exc.args[0])
+                if committing or failure is not Failure.ABORTABLE or not abort(prod):
+                    # Fenced, fatal, or the commit's outcome is unknown: take the partition again. Its new
                     # init_transactions settles the open transaction, and the re-read shows whether it landed.
-                    self._owned.pop(partition, None)
+                    self._release(partition)
                     unsure = receipts if committing else []
-                elif err.txn_requires_abort():
-                    try:
-                        prod.abort_transaction(30)
-                    except KafkaException:  # e.g. fenced while aborting
-                        self._owned.pop(partition, None)
-                elif not err.retriable():
-                    self._owned.pop(partition, None)
-                # Jitter keeps two writers that fence each other from retrying in lockstep.
-                time.sleep(random.uniform(0, min(0.05 * 2 ** attempt, 1.0)))
-                continue
+                raise
             owned.states, owned.versions = states, versions
             self._await_visible(partition)
             return receipts
-        raise ConsentWriteError(f"consent change not committed after {ATTEMPTS} attempts: {last_error}")
+
+        try:
+            return self._policy.run(attempt, what=f"consent change on {self.topics.consent_state}[{partition}]")
+        except (KafkaException, ReadTimeout) as exc:
+            raise ConsentWriteError(f"consent change not committed within {self._policy.deadline_s:.0f}s: "
+                                    f"{exc}") from exc
+
+    def _release(self, partition: int, fresh_metadata: bool = False) -> None:
+        """Give up the partition's producer; it is taken (and the partition re-read) on the next attempt."""
+        self._owned.pop(partition, None)
+        if fresh_metadata:
+            self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
 
     def _await_visible(self, partition: int, timeout: float = 60.0) -> None:
         """Return once everything written to the partition so far is readable with read_committed.
@@ -319,8 +349,9 @@ class ConsentWriter:
             for purpose in self.catalog.purposes.values():
                 nym = pseudonym(secret, purpose.name, req.user_id)
                 outputs.append((self.topics.retractions, nym, self._encode_retraction({
-                    "pseudonym": nym, "purpose": purpose.name, "sink_topic": self.topics.training[purpose.name],
-                    "requested_at": now, "receipt_id": receipt_id}), None, version, receipt_id))
+                    "pseudonym": nym, "key_id": key_id(secret), "purpose": purpose.name,
+                    "sink_topic": self.topics.training[purpose.name], "requested_at": now,
+                    "consent_version": version}), None, version, receipt_id))
         outputs.append((self.topics.consent_state, req.user_id, value, partition, version, receipt_id))
         states[req.user_id] = new_state
         versions[req.user_id] = version

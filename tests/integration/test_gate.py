@@ -8,11 +8,12 @@ from pathlib import Path
 
 import yaml
 from consentgate.connectors.topics import TopicNames
-from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter, pseudonym
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 
 from consentgate.quality import assess
 from consentgate.catalog import Catalog, load_catalog
 from consentgate.model import ActivityEvent
+from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.settings import Settings
 from tests.conftest import TEST_SECRET, SettingsFactory
 from tests.helpers import committed, produce_events, run_gate, values
@@ -84,22 +85,28 @@ def test_every_rule_end_to_end(make_settings: SettingsFactory, topics: TopicName
     secret = TEST_SECRET.encode()
     ads = committed(settings, topics.training[ADS])
     nym = pseudonym(secret, ADS, "u-ok")
-    assert [(k, {**v, "receipt_id": "?"}) for k, v in ads] == [(nym, {
-        "pseudonym": nym, "event_id": "ok-search", "purpose": ADS, "category": "search", "occurred_at": iso(t),
-        "fields": {"query": "tide tables"}, "receipt_id": "?", "consent_version": 2})]
+    # No raw event, user or receipt id: keyed hashes only, distinct per purpose.
+    assert ads == [(nym, {
+        "pseudonym": nym, "record_id": record_id(secret, ADS, "ok-search"), "key_id": key_id(secret),
+        "purpose": ADS, "category": "search", "occurred_at": iso(t),
+        "fields": {"query": "tide tables"}, "consent_version": 2})]
     rec = values(settings, topics.training[REC])
-    assert [(r["event_id"], r["fields"], r["pseudonym"]) for r in rec] == [
-        ("other", post, pseudonym(secret, REC, "u-other-purpose"))]
+    assert [(r["record_id"], r["fields"], r["pseudonym"]) for r in rec] == [
+        (record_id(secret, REC, "other"), post, pseudonym(secret, REC, "u-other-purpose"))]
     assert values(settings, topics.training[GEN]) == []
-    contributions = sorted((c["event_id"], c["purpose"], c["user_id"], c["units"], c["tier"], c["plan"],
-                            c["quality"], c["fingerprint"]) for c in values(settings, topics.contributions))
+    contributions = sorted((c["event_id"], c["purpose"], c["record_id"], c["key_id"], c["user_id"], c["units"],
+                            c["tier"], c["plan"], c["quality"], c["fingerprint"])
+                           for c in values(settings, topics.contributions))
     assert contributions == [
-        ("ok-search", ADS, "u-ok", 1, "data_sharing", "per_unit", *assess("search", {"query": "tide tables"})),
-        ("other", REC, "u-other-purpose", 1, "free", None, *assess("post", post))]
+        ("ok-search", ADS, record_id(secret, ADS, "ok-search"), key_id(secret), "u-ok", 1, "data_sharing",
+         "per_unit", *assess("search", {"query": "tide tables"})),
+        ("other", REC, record_id(secret, REC, "other"), key_id(secret), "u-other-purpose", 1, "free", None,
+         *assess("post", post))]
     assert values(settings, topics.dlq) == []
     # Erasure asked every training sink to delete the user's pseudonym.
-    retractions = sorted((r["purpose"], r["pseudonym"]) for r in values(settings, topics.retractions))
-    assert retractions == sorted((p, pseudonym(secret, p, "u-erased")) for p in catalog.purposes)
+    retractions = sorted((r["purpose"], r["pseudonym"], r["key_id"], r["consent_version"])
+                         for r in values(settings, topics.retractions))
+    assert retractions == sorted((p, pseudonym(secret, p, "u-erased"), key_id(secret), 2) for p in catalog.purposes)
     # Metrics agree with the committed outputs.
     assert stats.dropped == {"no_grant": 6, "stale_terms": 2, "no_consent_record": 2, "erased": 2,
                              "grant_after_event": 1, "expired": 1, "unknown_category": 3}
@@ -118,11 +125,12 @@ def test_gate_metrics_and_training_minimisation(settings: Settings, topics: Topi
 
     gate = Gate(settings, catalog)
     gate.run(until_idle=2.0)
-    fields = {(r["event_id"], r["purpose"]): r["fields"] for t_ in topics.training.values()
+    fields = {(r["record_id"], r["purpose"]): r["fields"] for t_ in topics.training.values()
               for r in values(settings, t_)}
-    assert fields == {("c1", REC): {"item_id": "i-1"},  # recommendation keeps no URL
-                      ("c1", ADS): {"item_id": "i-1", "url": "https://x.example/private?q=1"},
-                      ("m1", GEN): {"text": "hi there"}}  # no thread id
+    secret = TEST_SECRET.encode()
+    assert fields == {(record_id(secret, REC, "c1"), REC): {"item_id": "i-1"},  # recommendation keeps no URL
+                      (record_id(secret, ADS, "c1"), ADS): {"item_id": "i-1", "url": "https://x.example/private?q=1"},
+                      (record_id(secret, GEN, "m1"), GEN): {"text": "hi there"}}  # no thread id
     m = gate.metrics
     assert m.value("consentgate_records_in_total") == 2
     assert m.value("consentgate_outcomes_total", purpose=REC, category="click", result="passed") == 1

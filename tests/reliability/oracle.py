@@ -4,7 +4,9 @@ Consent states are rebuilt from consent.changes alone (not consent.state): repla
 user's receipts in version order gives the state at every version. Each decision names the
 version it used; the oracle checks that version was at least the one acknowledged before the
 event was produced (consent first), then recomputes every outcome by SPEC §3 with its own
-code, and compares all committed outputs exactly.
+code, and compares all committed outputs exactly: every purpose the catalog asks about has an
+outcome, and every training record holds only the fields its purpose keeps, under the right
+pseudonym and keyed record id, with no raw id.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from consentgate.catalog import Catalog
+from consentgate.pseudonyms import key_id, pseudonym, record_id
 
 ERASED = "erased"
 
@@ -27,6 +30,8 @@ class Report:
     duplicates: list[str] = field(default_factory=list)
     wrong_reasons: list[str] = field(default_factory=list)
     stale_consent: list[str] = field(default_factory=list)
+    missing_outcomes: list[str] = field(default_factory=list)
+    bad_content: list[str] = field(default_factory=list)
 
     def problems(self) -> dict[str, list[str]]:
         return {k: v[:5] for k, v in vars(self).items() if isinstance(v, list) and v}
@@ -84,19 +89,52 @@ def expected_reason(catalog: Catalog, state: Any, category: str, purpose: str, o
     return None
 
 
-def check(catalog: Catalog, events: dict[str, dict[str, Any]], acked: dict[str, int],
+RAW_IDS = ("event_id", "user_id", "receipt_id")
+
+
+def _purposes_asked(catalog: Catalog, category: str) -> set[str]:
+    """Every purpose a decision must answer for: those accepting the category, or all for an unknown one."""
+    if category not in catalog.categories:
+        return set(catalog.purposes)
+    return {p.name for p in catalog.purposes.values() if category in p.categories}
+
+
+def _check_content(catalog: Catalog, secret: bytes, events: dict[str, dict[str, Any]],
+                   by_record: dict[tuple[str, str], str], r: dict[str, Any], report: Report) -> None:
+    where = f"training {r.get('record_id')}/{r.get('purpose')}"
+    raw = [name for name in RAW_IDS if name in r]
+    if raw:
+        report.bad_content.append(f"{where} carries raw ids {raw}")
+    event_id = by_record.get((r["record_id"], r["purpose"]))
+    if event_id is None:
+        return  # reported as a leak: no passing decision names it
+    event = events[event_id]
+    keep = catalog.purposes[r["purpose"]].categories[event["category"]].keep
+    if not set(r["fields"]) <= set(keep):
+        extra = sorted(set(r["fields"]) - set(keep))
+        report.bad_content.append(f"{where} keeps {extra} beyond {sorted(keep)}")
+    if r["pseudonym"] != pseudonym(secret, r["purpose"], event["user_id"]) or r["key_id"] != key_id(secret):
+        report.bad_content.append(f"{where} has a wrong pseudonym or key id")
+
+
+def check(catalog: Catalog, secret: bytes, events: dict[str, dict[str, Any]], acked: dict[str, int],
           changes: list[dict[str, Any]], decisions: list[dict[str, Any]], training: list[dict[str, Any]],
-          contributions: list[dict[str, Any]], dead_letters: int, bad_inputs: int) -> Report:
+          contributions: list[dict[str, Any]], dead_letters: list[tuple[int, int]],
+          bad_inputs: set[tuple[int, int]]) -> Report:
     """``events``: event_id -> produced event (JSON shape); ``acked``: event_id -> the user's consent
-    version acknowledged before it was produced (0: none)."""
-    report = Report(records=len(events) + bad_inputs)
+    version acknowledged before it was produced (0: none); ``secret``: the pseudonym secret, to tie
+    training records (keyed ids only) to their decisions; ``dead_letters``: the input (partition,
+    offset) of every dead letter; ``bad_inputs``: where the malformed inputs were appended."""
+    report = Report(records=len(events) + len(bad_inputs))
     history = replay(changes)
     seen = Counter(d["event_id"] for d in decisions)
     report.duplicates += [f"decision {e} x{n}" for e, n in seen.items() if n > 1]
     report.losses += [f"no decision for {e}" for e in events if e not in seen]
     report.leaks += [f"decision for unknown event {e}" for e in seen if e not in events]
-    if dead_letters != bad_inputs:
-        report.losses.append(f"{dead_letters} dead letters for {bad_inputs} bad inputs")
+    lettered = Counter(dead_letters)
+    report.duplicates += [f"dead letter for input {c} x{n}" for c, n in lettered.items() if n > 1]
+    report.losses += [f"bad input {c} has no dead letter" for c in sorted(bad_inputs - set(lettered))]
+    report.losses += [f"good input {c} was dead-lettered" for c in sorted(set(lettered) - bad_inputs)]
     must_pass: set[tuple[str, str]] = set()
     for d in decisions:
         event = events.get(d["event_id"])
@@ -115,6 +153,11 @@ def check(catalog: Catalog, events: dict[str, dict[str, Any]], acked: dict[str, 
             if version < floor:
                 report.stale_consent.append(f"{d['event_id']}: used v{version}, v{floor} acknowledged before")
             candidates = [states.get(version, "missing")]
+        asked = _purposes_asked(catalog, event["category"])
+        answered = {o["purpose"] for o in d["outcomes"]}
+        if answered != asked:
+            report.missing_outcomes.append(f"{d['event_id']}: outcomes for {sorted(answered)}, "
+                                           f"expected {sorted(asked)}")
         decided_at, occurred_at = _ts(d["decided_at"]), _ts(event["occurred_at"])
         best: list[str] | None = None
         for state in candidates:
@@ -136,7 +179,13 @@ def check(catalog: Catalog, events: dict[str, dict[str, Any]], acked: dict[str, 
             kind, _, text = problem.partition(" ")
             {"leak": report.leaks, "loss": report.losses, "wrong": report.wrong_reasons}[kind].append(text)
         must_pass |= {(d["event_id"], o["purpose"]) for o in d["outcomes"] if o["passed"]}
-    for name, records in (("training", training), ("contribution", contributions)):
+    by_record = {(record_id(secret, p, e), p): e for e, p in must_pass}
+    for r in training:
+        _check_content(catalog, secret, events, by_record, r, report)
+    # A training record names its event only through the keyed record id.
+    keyed = [{"event_id": by_record.get((r["record_id"], r["purpose"]), f"?{r['record_id']}"),
+              "purpose": r["purpose"]} for r in training]
+    for name, records in (("training", keyed), ("contribution", contributions)):
         counts = Counter((r["event_id"], r["purpose"]) for r in records)
         report.duplicates += [f"{name} {k} x{n}" for k, n in counts.items() if n > 1]
         report.leaks += [f"{name} {k} without a passing decision" for k in counts if k not in must_pass]
