@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from consentgate.catalog import Catalog
 from consentgate.model import ActivityEvent
-from consentgate.pseudonyms import pseudonym
+from consentgate.pseudonyms import key_id, pseudonym, record_id
 from tests.conftest import TEST_SECRET, SecureCluster, SecureRoles
 from tests.helpers import committed, produce_events, run_gate
 
@@ -50,8 +50,9 @@ def test_consent_gate_trainer_auditor_and_metering_each_with_their_own_credentia
     trainer = secure_roles.settings(f"trainer.{GEN}")
     gen = committed(trainer, topics.training[GEN], group="consentgate-sink-")
     nym = pseudonym(secret, GEN, "u1")
-    assert [(k, v["pseudonym"], v["purpose"], v["category"], v["fields"]) for k, v in gen] == [
-        (nym, nym, GEN, "post", POST)]
+    assert [(k, v["pseudonym"], v["record_id"], v["key_id"], v["purpose"], v["category"], v["fields"])
+            for k, v in gen] == [(nym, nym, record_id(secret, GEN, "e1"), key_id(secret), GEN, "post", POST)]
+    assert "event_id" not in gen[0][1] and "receipt_id" not in gen[0][1]
     retracted = committed(trainer, topics.retractions, group="consentgate-sink-")
     assert sorted((v["purpose"], v["pseudonym"]) for _, v in retracted) == sorted(
         (p, pseudonym(secret, p, "u3")) for p in catalog.purposes)

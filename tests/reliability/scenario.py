@@ -57,6 +57,8 @@ class Workers:
                      "batch_size", "session_timeout_ms", "transaction_timeout_ms", "data_dir"):
             env[f"CONSENTGATE_{name.upper()}"] = str(getattr(self.settings, name))
         env["CONSENTGATE_PSEUDONYM_SECRET"] = self.settings.require_secret().decode()
+        if self.settings.kafka_config is not None:  # on a secure cluster: the gate role's client config
+            env["CONSENTGATE_KAFKA_CONFIG"] = str(self.settings.kafka_config)
         with (self.logs / f"{worker}.log").open("ab") as out:
             self.procs[worker] = subprocess.Popen(
                 [sys.executable, "-m", "consentgate.cli.main", "gate", "--worker-id", worker],
