@@ -25,6 +25,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
@@ -163,7 +164,8 @@ def create_acls(client: AdminClient, acls: list[Acl], timeout: float = 30.0) -> 
 def upsert_users(client: AdminClient, passwords: dict[str, str], timeout: float = 30.0) -> None:
     """Create or update one SCRAM-SHA-512 user per role."""
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, ITERATIONS)
-    changes = [UserScramCredentialUpsertion(role, info, password.encode()) for role, password in passwords.items()]
+    changes: list[UserScramCredentialAlteration] = [
+        UserScramCredentialUpsertion(role, info, password.encode()) for role, password in passwords.items()]
     for user, future in client.alter_user_scram_credentials(changes, request_timeout=timeout).items():
         try:
             future.result()

@@ -6,16 +6,31 @@ the broker's answers are checked against the contract, not against the module th
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
-from collections.abc import Callable
+from functools import partial
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    OffsetSpec,
+    ResourcePatternType,
+    ResourceType,
+)
 from consentgate.connectors.kafka import admin, consumer, producer
 
 from consentgate.catalog import Catalog
 from consentgate.security import properties
+from consentgate.security.acls import acl_set
+from consentgate.settings import Settings
 from tests.conftest import SecureCluster, SecureRoles
 
 REC, GEN, ADS = ("training.train_ai_system.recommendation", "training.train_ai_system.generative",
@@ -149,12 +164,11 @@ def test_every_role_may_do_exactly_what_spec_7_says(secure_roles: SecureRoles, c
         produced = _produce_each(settings, full)
         for short in TOPICS:
             cell = ""
+            group = (f"{prefix}metering" if role == "metering"
+                     else READER_GROUP[role].format(prefix=prefix) + uuid.uuid4().hex[:6])
             checks = (("W", produced[short], short in PRODUCE[role]),
-                      ("R", _outcome(lambda: _consume(settings, full[short],
-                                                      READER_GROUP[role].format(prefix=prefix) + uuid.uuid4().hex[:6]
-                                                      if role != "metering" else f"{prefix}metering")),
-                       short in CONSUME[role]),
-                      ("D", _outcome(lambda: _list_offsets(client, full[short])), short in DESCRIBE[role]))
+                      ("R", _outcome(partial(_consume, settings, full[short], group)), short in CONSUME[role]),
+                      ("D", _outcome(partial(_list_offsets, client, full[short])), short in DESCRIBE[role]))
             for letter, outcome, allowed in checks:
                 if outcome == "ok":
                     cell += letter
@@ -163,15 +177,15 @@ def test_every_role_may_do_exactly_what_spec_7_says(secure_roles: SecureRoles, c
                                       f"{'ok' if allowed else 'refused'}")
             row[short] = cell or "-"
         for txn, allowed_roles in TXN_IDS.items():
-            outcome = _outcome(lambda: _init_transactions(settings, txn.format(prefix=prefix)))
+            outcome = _outcome(partial(_init_transactions, settings, txn.format(prefix=prefix)))
             row[f"txn {txn.format(prefix='')}"] = "ok" if outcome == "ok" else "-"
             if outcome != ("ok" if role in allowed_roles else "refused"):
                 mismatches.append(f"{role} transactional id {txn}: {outcome}")
-        for group, allowed_roles in GROUPS.items():
-            outcome = _outcome(lambda: _describe_group(client, group.format(prefix=prefix)))
-            row[f"group {group.format(prefix='')}"] = "ok" if outcome == "ok" else "-"
+        for probe, allowed_roles in GROUPS.items():
+            outcome = _outcome(partial(_describe_group, client, probe.format(prefix=prefix)))
+            row[f"group {probe.format(prefix='')}"] = "ok" if outcome == "ok" else "-"
             if outcome != ("ok" if role in allowed_roles else "refused"):
-                mismatches.append(f"{role} group {group}: {outcome}")
+                mismatches.append(f"{role} group {probe}: {outcome}")
         table[role] = row
     _print_matrix(table)
     assert mismatches == []
@@ -190,10 +204,11 @@ def _print_matrix(table: dict[str, dict[str, str]]) -> None:
               + " |")
 
 
-def _refusal_codes(conf: dict[str, object]) -> set[int]:
+def _refusal_codes(conf: Mapping[str, Any]) -> set[int]:
     """The errors a client with ``conf`` meets: it must not get the cluster's metadata."""
     seen: set[int] = set()
-    client = AdminClient({**conf, "error_cb": lambda err: seen.add(err.code()), "log_level": 0})
+    settings: dict[str, Any] = {**conf, "error_cb": lambda err: seen.add(err.code()), "log_level": 0}
+    client = AdminClient(settings)
     with pytest.raises(KafkaException):
         client.list_topics(timeout=5)
     client.poll(1)  # serves the error callbacks
@@ -230,3 +245,28 @@ def test_up_secure_wrote_a_client_file_per_role_readable_only_by_its_owner(secur
         assert conf["sasl.password"] not in secure_cluster.up_output
     assert len(passwords) == len(ROLES)
     assert f"client configs:    {clients}/<role>.properties" in secure_cluster.up_output
+
+
+def test_acls_print_shows_the_set_up_secure_applied(secure_cluster: SecureCluster, catalog: Catalog) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    env["CONSENTGATE_DATA_DIR"] = str(secure_cluster.data_dir)
+    printed = subprocess.run([sys.executable, "-m", "consentgate.cli.main", "acls", "--print"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert lines[0].split() == ["PRINCIPAL", "OPERATION", "RESOURCE", "PATTERN", "NAME"]
+    assert lines[-1] == ("# 50 ALLOW bindings, host *; everything else is denied (StandardAuthorizer, "
+                         "allow.everyone.if.no.acl.found=false)")
+    shown = {(p, r, n, pat.lower(), op.lower()) for p, op, r, pat, n in (line.split() for line in lines[1:-1])}
+    up_settings = Settings(data_dir=secure_cluster.data_dir)  # `up --secure` ran with the defaults
+    assert shown == {(a.principal, a.resource, a.name, a.pattern, a.operation) for a in acl_set(up_settings, catalog)}
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                                  AclPermissionType.ANY)
+    client = admin(Settings(bootstrap_servers=secure_cluster.bootstrap_servers,
+                            kafka_config=secure_cluster.client_config("admin")))
+    broker = client.describe_acls(everything, request_timeout=30).result()  # the client must outlive the call
+    applied = {(b.principal, "cluster" if b.restype == ResourceType.BROKER else b.restype.name.lower(), b.name,
+                b.resource_pattern_type.name.lower(), b.operation.name.lower()) for b in broker
+               if b.permission_type == AclPermissionType.ALLOW and b.host == "*"}
+    assert shown <= applied
+    assert not any(b.permission_type != AclPermissionType.ALLOW for b in broker)  # no DENY needed: default deny

@@ -222,7 +222,8 @@ def test_acl_set_uses_named_principals() -> None:
                                            "User:trainer.train_ai_system.ads_ranking",
                                            "User:trainer.train_ai_system.recommendation"}
     assert Acl("User:ml", "topic", "p.training.retractions", "literal", "read") in acls
-    assert len(acls) == sum(len(role_grants(r, Settings(topic_prefix="p."), catalog)) for r in roles(catalog)) == 50
+    per_role = [len(role_grants(r, Settings(topic_prefix="p."), catalog)) for r in roles(catalog)]
+    assert len(acls) == sum(per_role) == 50
     for bad, message in (("gate", "expected ROLE=Type:name"), ("gate=svc", "expected ROLE=Type:name"),
                          ("root=User:x", "unknown role 'root'")):
         with pytest.raises(ConfigurationError, match=message):
