@@ -6,6 +6,7 @@ the broker's answers are checked against the contract, not against the module th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -245,6 +246,14 @@ def test_up_secure_wrote_a_client_file_per_role_readable_only_by_its_owner(secur
         assert conf["sasl.password"] not in secure_cluster.up_output
     assert len(passwords) == len(ROLES)
     assert f"client configs:    {clients}/<role>.properties" in secure_cluster.up_output
+    broker = json.loads((secure_cluster.data_dir / "kafka" / "broker-secrets.json").read_text())
+    assert (secure_cluster.data_dir / "kafka" / "broker-secrets.json").stat().st_mode & 0o777 == 0o600
+    assert (secure_cluster.data_dir / "kafka" / "server.properties").stat().st_mode & 0o777 == 0o600
+    secrets = passwords | {broker["scram"], broker["plain"],
+                           (secure_cluster.data_dir / "pseudonym.secret").read_text().strip()}
+    for written in ("kafka/kafka.log", "registry/registry.log", "cluster.json", "ports.json"):
+        text = (secure_cluster.data_dir / written).read_text(errors="replace")
+        assert [s for s in secrets if s in text] == [], f"a secret in {written}"
 
 
 def test_acls_print_shows_the_set_up_secure_applied(secure_cluster: SecureCluster, catalog: Catalog) -> None:
