@@ -22,6 +22,7 @@ from consentgate.cluster import embedded
 from consentgate.errors import ConfigurationError
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster, embedded_cluster
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,6 +153,9 @@ def test_down_stops_only_the_processes_up_started(tmp_path: Path) -> None:
     reused = subprocess.Popen([*sleeper, str(data_dir)])  # names it, but started at another time than recorded
     ours = subprocess.Popen([*sleeper, str(data_dir)])  # what `up` would have started and recorded
     try:
+        for proc in (foreign, reused, ours):  # until exec: before it, the child still shows pytest's command line
+            wait_for(lambda: b"time.sleep(600)" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),  # noqa: B023
+                     timeout=30, what="the stand-in processes to start")
         starts = {p.pid: embedded._proc_start(p.pid) for p in (foreign, reused, ours)}
         assert None not in starts.values()
         processes = [{"name": "kafka", "pid": foreign.pid, "started": starts[foreign.pid], "log": "k.log"},
