@@ -115,7 +115,7 @@ def latency_gate(bench: Workbench, rate: float, count: int, probed: list[float],
         except OSError:
             time.sleep(0.5)
     time.sleep(3)  # joined the group
-    registry = registry_client(settings.require_registry())
+    registry = registry_client(settings)
     decode = Codecs(registry)["Decision"]
 
     def coords(msg: Any) -> tuple[int, int]:

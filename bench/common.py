@@ -62,7 +62,7 @@ def load_activity(bench: Workbench, users: int, count: int) -> int:
     topic = bench.topics.activity
     start = datetime.now(timezone.utc)  # after every grant; 1 us apart keeps the last one well within skew
     total = 0
-    with registry_client(bench.settings.require_registry()) as registry:
+    with registry_client(bench.settings) as registry:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topic)
         out = producer(bench.settings, **{"linger.ms": 20, "batch.size": 1_000_000,
                                           "queue.buffering.max.messages": 2_000_000})

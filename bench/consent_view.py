@@ -35,7 +35,7 @@ def status(field):
             return int(line.split()[1]) / 1024  # MiB
 settings = Settings(**json.loads(sys.argv[1]))
 topics = TopicNames.of(settings, load_catalog())
-codec = Codecs(registry_client(settings.require_registry()))["ConsentState"]
+codec = Codecs(registry_client(settings))["ConsentState"]
 before = status("VmRSS")  # before the view's consumer exists (it prefetches as soon as it is assigned)
 t = time.monotonic()
 view = ConsentView(settings, topics.consent_state, codec, GateMetrics(), "bench-view")
@@ -51,7 +51,7 @@ print(json.dumps({"records": n, "users": len(view), "seconds": elapsed, "baselin
 def load_states(bench_settings: object, topic: str, users: int) -> int:
     settings = bench_settings
     now = datetime.now(timezone.utc)
-    with registry_client(settings.require_registry()) as registry:  # type: ignore[attr-defined]
+    with registry_client(settings) as registry:  # type: ignore[attr-defined]
         encode = Codecs(registry)["ConsentState"].writer_for(topic)
         out = producer(settings, **{"linger.ms": 50, "batch.size": 1_000_000,  # type: ignore[arg-type]
                                     "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"})

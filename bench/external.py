@@ -221,7 +221,7 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
     rng = random.Random(7)
     results: list[float] = []
     pending: dict[str, tuple[float, int]] = {}  # user -> (acknowledged at, ms since the epoch; new version)
-    with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, bench.catalog) as writer:
+    with registry_client(settings) as registry, ConsentWriter(settings, bench.catalog) as writer:
         encode = Codecs(registry)["ActivityEvent"].writer_for(bench.topics.activity)
         writer.warm()  # read every consent partition once, before the clock starts
         revoked = tried = 0

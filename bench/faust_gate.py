@@ -25,6 +25,7 @@ from consentgate.decision import decide
 from consentgate.model import Erased
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_from_avro, consent_from_avro
+from consentgate.settings import Settings
 
 # faust's default of 100 buffered sends stalls the agent ("producer buffer full", faust#173)
 ProducerBuffer.max_messages = 10_000
@@ -32,7 +33,7 @@ ProducerBuffer.max_messages = 10_000
 cfg: dict[str, Any] = json.loads(sys.argv[1])
 sys.argv[1:] = ["worker", "--loglevel", "warn"]
 catalog = load_catalog(cfg["catalog"])
-codecs = Codecs(registry_client(cfg["registry"]))
+codecs = Codecs(registry_client(Settings(schema_registry_url=cfg["registry"])))
 decode_activity = codecs["ActivityEvent"].decode
 decode_consent = codecs["ConsentState"].decode
 partitions = int(cfg["partitions"])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
+from consentgate.errors import ConfigurationError
+from consentgate.security.properties import redact
 from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.kafka")
@@ -19,16 +22,34 @@ def _on_error(err: KafkaError) -> None:
     (log.error if err.fatal() else log.warning)("kafka: %s", err)
 
 
+Client = TypeVar("Client", Producer, Consumer, AdminClient)
+
+
+def _create(kind: Callable[[dict[str, Any]], Client], settings: Settings, conf: dict[str, Any]) -> Client:
+    """Create a client; librdkafka's refusal of a setting names the config file, never a secret value."""
+    try:
+        return kind(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        origin = f" (from {settings.kafka_config})" if settings.kafka_config else ""
+        detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        # Not chained: librdkafka's message can quote a value, and a traceback would print it unredacted.
+        raise ConfigurationError(f"invalid Kafka client setting{origin}: {redact(detail, conf)}") from None
+
+
 def producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer(settings.librdkafka("producer", error_cb=_on_error, **extra))
+    """A producer on ``settings``' cluster with its ``--kafka-config`` security settings."""
+    return _create(Producer, settings, settings.librdkafka("producer", error_cb=_on_error, **extra))
 
 
 def consumer(settings: Settings, group_id: str, **extra: Any) -> Consumer:
-    return Consumer(settings.librdkafka("consumer", **{"group.id": group_id, "error_cb": _on_error, **extra}))
+    """A read_committed consumer in ``group_id`` with its ``--kafka-config`` security settings."""
+    return _create(Consumer, settings, settings.librdkafka(
+        "consumer", **{"group.id": group_id, "error_cb": _on_error, **extra}))
 
 
-def admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.librdkafka("admin", error_cb=_on_error))
+def admin(settings: Settings, **extra: Any) -> AdminClient:
+    """An admin client with ``--kafka-config`` security settings."""
+    return _create(AdminClient, settings, settings.librdkafka("admin", error_cb=_on_error, **extra))
 
 
 def murmur2(data: bytes) -> int:

@@ -75,10 +75,16 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
             yield msg
 
 
-def read_committed(consumer: Consumer, topics: list[str], timeout: float = 30.0) -> Iterator[Message]:
-    """Assign ``topics`` from the beginning and yield every committed record."""
+def read_committed(consumer: Consumer, topics: list[str], timeout: float = 30.0,
+                   admin: AdminClient | None = None) -> Iterator[Message]:
+    """Assign ``topics`` from the beginning and yield every committed record.
+
+    ``admin`` lists the end offsets; pass one made with the same security settings as ``consumer``
+    (``connectors.kafka.admin``): the fallback is a plaintext client on the consumer's brokers.
+    """
     partitions = [tp for topic in topics for tp in partitions_of(consumer, topic)]
-    admin = AdminClient({"bootstrap.servers": _bootstrap(consumer)})
+    if admin is None:  # not `admin or ...`: a client with nothing queued has len() 0, so is falsy
+        admin = AdminClient({"bootstrap.servers": _bootstrap(consumer)})
     ends = stable_ends(admin, partitions)
     consumer.assign([TopicPartition(tp.topic, tp.partition, -2) for tp in partitions])
     yield from read_until(consumer, ends, timeout)

@@ -116,7 +116,7 @@ def create_topics(settings: Settings, admin: AdminClient, catalog: Catalog) -> t
             if policy != wanted[resource.name]:
                 raise ConfigurationError(f"topic {resource.name} exists with cleanup.policy={policy}; "
                                          f"consentgate needs {wanted[resource.name]}")
-    with registry_client(settings.require_registry()) as client:
+    with registry_client(settings) as client:
         for spec in specs:
             register(client, spec.name, spec.contract)
     return created, already

@@ -4,7 +4,8 @@ A consent population is granted (some grants expire during the run, some were ac
 under older terms), Zipf-distributed activity over all five categories is published with
 a few malformed records and some backdated ones (synced late, from before the grants)
 mixed in, users revoke and erase while the gate runs, and the
-summary reconciles: records in = passed + dropped + dead-lettered.
+summary reconciles, each side counted on its own (``consentgate.reconcile``): the input topic's
+offsets = decisions + dead letters read back from their topics, offset by offset.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from consentgate.periods import CloseReport, close_period, declare_pool
 from consentgate.statements import gather, render_text
 from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
+from consentgate.reconcile import Balance
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
 from consentgate.settings import Settings
@@ -33,6 +35,7 @@ from consentgate.streams.metering import MeteringWorker
 from consentgate.synthetic import activity, consent_population, user_id
 
 Say = Callable[[str], None]
+AsRole = Callable[[str], Settings]  # the settings a role of SPEC §7 acts with (on a secure cluster)
 
 
 @dataclass
@@ -49,14 +52,16 @@ class DemoResult:
 
 
 def run_demo(settings: Settings, catalog: Catalog, users: int, events: int, say: Say,
-             malformed_every: int = 500, seed: int = 3) -> tuple[Gate, DemoResult]:
+             malformed_every: int = 500, seed: int = 3, as_role: AsRole | None = None) -> tuple[Gate, DemoResult]:
+    """Run the pipeline; with ``as_role`` each part acts as its own role (admin, consent, platform, gate)."""
+    role: AsRole = as_role or (lambda _: settings)
     topics = TopicNames.of(settings, catalog)
-    create_topics(settings, admin(settings), catalog)
+    create_topics(role("admin"), admin(role("admin")), catalog)
     say(f"topics created under prefix {settings.topic_prefix!r}")
     result = DemoResult()
     expiring_at = datetime.now(timezone.utc) + timedelta(seconds=6)
     requests = consent_population(catalog, users, seed=seed, expiring_at=expiring_at)
-    with ConsentWriter(settings, catalog) as writer:
+    with ConsentWriter(role("consent"), catalog) as writer:
         for start in range(0, len(requests), 20_000):
             writer.apply(requests[start:start + 20_000])
         # three of the most active users asked to be forgotten before the gate started
@@ -72,14 +77,15 @@ def run_demo(settings: Settings, catalog: Catalog, users: int, events: int, say:
         f"{sum(1 for r in requests if r.expires_at)} grants expire mid-run, "
         f"{sum(1 for r in requests if r.terms_version)} were accepted under older terms")
 
-    gate = Gate(settings, catalog)
+    gate = Gate(role("gate"), catalog)
     gate_thread = threading.Thread(target=_guard(gate.run, result), name="gate", daemon=True)
     gate_thread.start()
     done = threading.Event()
-    publisher = threading.Thread(target=_guard(lambda: _publish(settings, topics, users, events, malformed_every,
+    platform, consent = role("platform"), role("consent")
+    publisher = threading.Thread(target=_guard(lambda: _publish(platform, topics, users, events, malformed_every,
                                                                 expiring_at, result), result),
                                  name="publisher", daemon=True)
-    churn = threading.Thread(target=_guard(lambda: _churn(settings, catalog, requests, users, done, result, seed),
+    churn = threading.Thread(target=_guard(lambda: _churn(consent, catalog, requests, users, done, result, seed),
                                            result),
                              name="churn", daemon=True)
     publisher.start()
@@ -123,7 +129,7 @@ def _publish(settings: Settings, topics: TopicNames, users: int, events: int, ma
              expiring_at: datetime, result: DemoResult) -> None:
     """Publish the activity; the second half only once the expiring grants have expired."""
     rng = random.Random(5)
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topics.activity)
         out = producer(settings)
         start = datetime.now(timezone.utc)
@@ -171,20 +177,30 @@ def _churn(settings: Settings, catalog: Catalog, granted: list[ConsentRequest], 
             result.late_grants += len(joining)
 
 
-def summary(gate: Gate, result: DemoResult) -> list[str]:
+def counters_agree(gate: Gate, balance: Balance) -> bool:
+    """The gate's own counters against what was read back from the topics."""
     stats = gate.stats
-    dropped = stats.decisions - stats.records_passed
-    balanced = stats.records_in == stats.records_passed + dropped + stats.dead_letters
+    return (stats.records_in, stats.records_passed, stats.decisions - stats.records_passed, stats.dead_letters) == (
+        balance.records_in, balance.passed, balance.dropped, balance.dead_letters)
+
+
+def summary(gate: Gate, result: DemoResult, balance: Balance) -> list[str]:
+    """The funnel as read back from the topics (input offsets; decisions and dead letters committed)."""
+    stats = gate.stats
     lines = [
         "",
-        "summary (committed records only)",
-        f"  records in                       {stats.records_in:>9,}   (published {result.produced:,}, "
+        "summary (input offsets; committed decisions and dead letters read back from their topics)",
+        f"  records in                       {balance.records_in:>9,}   (published {result.produced:,}, "
         f"{result.malformed:,} malformed, {result.unknown:,} of an unknown category and "
         f"{result.backdated:,} backdated, on purpose)",
-        f"  passed for at least one purpose  {stats.records_passed:>9,}",
-        f"  dropped for every purpose        {dropped:>9,}",
-        f"  dead-lettered                    {stats.dead_letters:>9,}",
-        f"  in = passed + dropped + DLQ      {'yes' if balanced else 'NO'}",
+        f"  passed for at least one purpose  {balance.passed:>9,}",
+        f"  dropped for every purpose        {balance.dropped:>9,}",
+        f"  dead-lettered                    {balance.dead_letters:>9,}",
+        f"  in = passed + dropped + DLQ      {'yes' if balance.balanced else 'NO'}",
+        *([f"    input offsets without an output: {_coords(balance.missing)}"] if balance.missing else []),
+        *([f"    input offsets with two outputs:  {_coords(balance.duplicated)}"] if balance.duplicated else []),
+        *([f"    outputs naming no input offset:  {_coords(balance.strays)}"] if balance.strays else []),
+        f"  the gate's own counters agree    {'yes' if counters_agree(gate, balance) else 'NO'}",
         "",
         "  training records by purpose (one per passed record and purpose)",
         *[f"    {purpose:<36} {count:>9,}" for purpose, count in sorted(stats.passed.items())],
@@ -198,6 +214,10 @@ def summary(gate: Gate, result: DemoResult) -> list[str]:
         total = gate.metrics.value("consentgate_revocation_enforcement_seconds_sum")
         lines.append(f"  revocation to enforcement: {count:.0f} observed, mean {1000 * total / count:.0f} ms")
     return lines
+
+
+def _coords(coords: tuple[tuple[str, int, int], ...]) -> str:
+    return ", ".join(f"{t}[{p}]@{o}" for t, p, o in coords)
 
 
 @dataclass
@@ -216,11 +236,12 @@ class Settlement:
         return sum(sum(r.carried.values()) for r in self.periods)
 
 
-def settle(settings: Settings, catalog: Catalog, say: Say, pool_cents: int = 50_000) -> Settlement:
+def settle(settings: Settings, catalog: Catalog, say: Say, pool_cents: int = 50_000,
+           as_role: AsRole | None = None) -> Settlement:
     """Meter everything the gate let through, declare pools, close the periods, issue statements."""
     engine = connect(settings.ledger())
     try:
-        worker = MeteringWorker(settings, catalog, engine)
+        worker = MeteringWorker(as_role("metering") if as_role else settings, catalog, engine)
         worker.run(idle_exit_s=2.0)
         say(f"metering: {worker.stats.credited:,} contributions credited to the ledger "
             f"({worker.stats.batches} transactions)")

@@ -8,6 +8,7 @@ what ``consentgate up`` recorded in the data directory.
 from __future__ import annotations
 
 import json
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consentgate.errors import ConfigurationError
+from consentgate.pseudonyms import MIN_SECRET_BYTES, key_id
+from consentgate.security.properties import kafka_client_conf, registry_client_conf
 
 CLUSTER_FILE = "cluster.json"
 SECRET_FILE = "pseudonym.secret"
@@ -38,7 +41,12 @@ class Settings(BaseSettings):
 
     bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers")
     schema_registry_url: str | None = Field(None, description="Confluent-compatible registry URL")
+    kafka_config: Path | None = Field(None, description="Java-style properties file of librdkafka client "
+                                      "settings (security.protocol, sasl.*, ssl.*) for every Kafka client")
+    schema_registry_config: Path | None = Field(None, description="properties file of schema registry "
+                                                "client settings (basic.auth.user.info, ssl.ca.location)")
     topic_prefix: str = Field("", description="prefix prepended to every topic name")
+    secure: bool = Field(False, description="up/demo: the embedded broker with SASL_SSL, SCRAM and ACLs")
     catalog: Path | None = Field(None, description="purpose catalog; default: the shipped one")
     data_dir: Path = Field(default_factory=_default_data_dir)
     cache_dir: Path = Field(default_factory=_default_cache_dir)
@@ -62,7 +70,8 @@ class Settings(BaseSettings):
     transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"
 
-    ledger_url: str | None = Field(None, description="SQLAlchemy URL of the payout ledger; "
+    # repr=False: the URL may hold a password; print redacted_ledger() instead.
+    ledger_url: str | None = Field(None, repr=False, description="SQLAlchemy URL of the payout ledger; "
                                    "default: SQLite in the data directory")
     metering_group_id: str = "consentgate-metering"
     max_units: int = Field(10_000, ge=1, description="a contribution claiming more units is rejected")
@@ -87,8 +96,12 @@ class Settings(BaseSettings):
     def clock_skew(self) -> timedelta:
         return timedelta(seconds=self.clock_skew_s)
 
-    def resolved(self) -> Settings:
-        """Fill addresses and the pseudonym secret from ``consentgate up``'s records."""
+    def resolved(self, client: bool = True) -> Settings:
+        """Fill addresses and the pseudonym secret from ``consentgate up``'s records.
+
+        ``client``: this command connects to Kafka as a client (``up`` and ``down`` do not), so a
+        secure cluster recorded in the data dir needs ``--kafka-config``.
+        """
         updates: dict[str, Any] = {}
         cluster_file = self.data_dir / CLUSTER_FILE
         if (self.bootstrap_servers is None or self.schema_registry_url is None) and cluster_file.exists():
@@ -98,9 +111,26 @@ class Settings(BaseSettings):
             if self.schema_registry_url is None:
                 updates["schema_registry_url"] = recorded["schema_registry_url"]
         secret_file = self.data_dir / SECRET_FILE
-        if self.pseudonym_secret is None and secret_file.exists():
-            updates["pseudonym_secret"] = SecretStr(secret_file.read_text().strip())
-        return self.model_copy(update=updates) if updates else self
+        if secret_file.exists():
+            recorded = _read_secret_file(secret_file)
+            if self.pseudonym_secret is None:
+                updates["pseudonym_secret"] = SecretStr(recorded)
+            elif self.pseudonym_secret.get_secret_value() != recorded:
+                # Two processes hashing with different secrets write unjoinable pseudonyms: never guess.
+                raise ConfigurationError(
+                    f"the pseudonym secret given (key id {key_id(self.pseudonym_secret.get_secret_value().encode())})"
+                    f" differs from the one in {secret_file} (key id {key_id(recorded.encode())}): unset "
+                    "CONSENTGATE_PSEUDONYM_SECRET to use the data dir's, or use another --data-dir")
+        resolved = self.model_copy(update=updates) if updates else self
+        if (client and resolved.kafka_config is None and cluster_file.exists() and self.bootstrap_servers is None
+                and json.loads(cluster_file.read_text()).get("secure")):
+            raise ConfigurationError(
+                f"the cluster in {self.data_dir} is secure: pass --kafka-config "
+                f"{self.data_dir / 'clients'}/<role>.properties (CONSENTGATE_KAFKA_CONFIG) for the role "
+                "this command acts as")
+        resolved.kafka_client_conf()  # a missing or invalid client config fails now, not in a worker
+        resolved.registry_conf(require_url=False)
+        return resolved
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap_servers:
@@ -124,7 +154,12 @@ class Settings(BaseSettings):
                 "no pseudonym secret: set CONSENTGATE_PSEUDONYM_SECRET (or run `consentgate up`, "
                 "which creates a local one)"
             )
-        return self.pseudonym_secret.get_secret_value().encode()
+        secret = self.pseudonym_secret.get_secret_value().encode()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"the pseudonym secret is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are required "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return secret
 
     def ledger(self) -> str:
         return self.ledger_url or f"sqlite:///{self.data_dir / 'ledger.db'}"
@@ -135,12 +170,31 @@ class Settings(BaseSettings):
     def iceberg_location(self) -> str:
         return self.iceberg_warehouse or (self.data_dir / "iceberg" / "warehouse").resolve().as_uri()
 
+    def redacted_ledger(self) -> str:
+        """The ledger URL with its password masked, for logs and messages."""
+        return redact_url(self.ledger())
+
+    def kafka_client_conf(self) -> dict[str, str]:
+        """The librdkafka settings of ``--kafka-config`` (empty without one)."""
+        return kafka_client_conf(self.kafka_config) if self.kafka_config else {}
+
+    def registry_conf(self, require_url: bool = True) -> dict[str, str]:
+        """The ``SchemaRegistryClient`` configuration: the URL plus ``--schema-registry-config``."""
+        conf = registry_client_conf(self.schema_registry_config) if self.schema_registry_config else {}
+        if require_url or self.schema_registry_url:
+            conf = {"url": self.require_registry(), **conf}
+        return conf
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
     def librdkafka(self, role: Literal["producer", "consumer", "admin"], **extra: Any) -> dict[str, Any]:
-        """Render the librdkafka configuration dict for one client role."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.require_bootstrap()}
+        """Render the librdkafka configuration dict for one client role.
+
+        The ``--kafka-config`` file comes first; what the role needs for correctness is set after it
+        (and the file may not name those keys at all, see ``security.properties``).
+        """
+        conf: dict[str, Any] = {**self.kafka_client_conf(), "bootstrap.servers": self.require_bootstrap()}
         if role == "producer":
             conf.update({
                 "enable.idempotence": True,
@@ -159,3 +213,28 @@ class Settings(BaseSettings):
             })
         conf.update(extra)
         return conf
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user-info part replaced by ``***``."""
+    from sqlalchemy.engine import make_url  # only where a URL is printed
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not (sep and at and ":" in userinfo):
+            return url
+        return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def _read_secret_file(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigurationError(f"{path} is readable by others (mode {mode:04o}): run `chmod 600 {path}`")
+    return path.read_text().strip()
+
+
+__all__ = ["CLUSTER_FILE", "SECRET_FILE", "Settings", "redact_url"]

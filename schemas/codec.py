@@ -30,6 +30,10 @@ from consentgate.schemas.errors import (
 from consentgate.schemas.fastwrite import compile_writer
 from consentgate.schemas.strict import StrictDecodeError, UnsupportedSchema, compile_checker
 
+from consentgate.errors import ConfigurationError
+from consentgate.security.properties import redact
+from consentgate.settings import Settings
+
 COMPATIBILITY = "BACKWARD"
 _NOT_FOUND = (404, 422)
 UNKNOWN_ID_RETRY_S = 60.0  # an unknown schema id is asked about again after this long
@@ -44,8 +48,16 @@ class _WriterSchema:
     check: Callable[[bytes, int], None]  # strict check of the encoding
 
 
-def registry_client(url: str) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": url})
+def registry_client(settings: Settings) -> SchemaRegistryClient:
+    """A registry client with the URL and the ``--schema-registry-config`` settings (auth, TLS)."""
+    conf = settings.registry_conf()
+    try:
+        return SchemaRegistryClient(conf)
+    except (ValueError, TypeError, OSError) as exc:  # OSError: a TLS file it names cannot be read
+        origin = f" (from {settings.schema_registry_config})" if settings.schema_registry_config else ""
+        # Not chained: the client's message can quote a value, and a traceback would print it unredacted.
+        raise ConfigurationError(f"invalid schema registry client setting{origin}: "
+                                 f"{redact(str(exc), dict(conf))}") from None
 
 
 def register(client: SchemaRegistryClient, topic: str, contract: str) -> int:

@@ -95,7 +95,7 @@ class ConsentWriter:
         self.catalog = catalog
         self.topics = TopicNames.of(settings, catalog)
         self._clock = clock
-        self._registry = registry_client(settings.require_registry())
+        self._registry = registry_client(settings)
         self._codecs = Codecs(self._registry)
         self._encode_change = self._codecs["ConsentChange"].writer_for(self.topics.consent_changes)
         self._encode_state = self._codecs["ConsentState"].writer_for(self.topics.consent_state)

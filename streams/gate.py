@@ -104,7 +104,7 @@ class Gate:
         self._secret = settings.require_secret()
         self._key_id = key_id(self._secret)
         self._nyms: dict[tuple[str, str], str] = {}  # HMACs of active users, bounded
-        self._registry = registry_client(settings.require_registry())
+        self._registry = registry_client(settings)
         codecs = Codecs(self._registry)
         self._activity = codecs["ActivityEvent"]
         self._enc_decision = codecs["Decision"].writer_for(self.topics.decisions)

@@ -100,7 +100,7 @@ class MeteringWorker:
     def run(self, idle_exit_s: float | None = None) -> MeteringStats:
         """Meter until stopped (or, with ``idle_exit_s``, until nothing arrived for that long)."""
         settings = self.settings
-        with registry_client(settings.require_registry()) as registry:
+        with registry_client(settings) as registry:
             codecs = Codecs(registry)
             decode = codecs["Contribution"].decode
             encode_dlq = codecs["DeadLetter"].writer_for(self.topics.metering_dlq)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,10 @@ from consentgate.connectors.kafka import admin
 from consentgate.connectors.topics import TopicNames, create_topics
 
 from consentgate.catalog import Catalog, load_catalog
+from consentgate.cluster import embedded
+from consentgate.cluster.secure import clients_dir, create_acls
 from consentgate.errors import ClusterError
+from consentgate.security.acls import acl_set
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster, running_cluster
 
@@ -103,3 +109,65 @@ def ledger_url(tmp_path: Path) -> Iterator[str]:
     with server.connect() as conn:
         conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     server.dispose()
+
+
+@dataclass(frozen=True)
+class SecureCluster:
+    """The embedded cluster ``consentgate up --secure`` started: SASL_SSL only, ACLs, a user per role."""
+
+    data_dir: Path
+    bootstrap_servers: str
+    schema_registry_url: str
+    up_output: str
+
+    def client_config(self, role: str) -> Path:
+        return clients_dir(self.data_dir) / f"{role}.properties"
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
+    """One secure cluster for the session (about 20 s to start), started through the command line."""
+    data_dir = tmp_path_factory.mktemp("secure") / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
+    started = subprocess.run([sys.executable, "-m", "consentgate.cli.main", "up", "--secure", "--data-dir",
+                              str(data_dir)], capture_output=True, text=True, env=env, timeout=300)
+    launcher = Settings(data_dir=data_dir, bootstrap_servers=None, schema_registry_url=None)
+    try:
+        if started.returncode != 0:
+            message = f"`consentgate up --secure` failed: {started.stderr.strip()[-2000:]}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        info = embedded.status(launcher)
+        assert info is not None and info.secure
+        yield SecureCluster(data_dir, info.bootstrap_servers, info.schema_registry_url, started.stdout)
+    finally:
+        embedded.down(launcher)
+
+
+@dataclass(frozen=True)
+class SecureRoles:
+    """Settings per role on the secure cluster, under a topic prefix (and ACLs) of one test's own."""
+
+    cluster: SecureCluster
+    base: Settings
+
+    def settings(self, role: str, **overrides: Any) -> Settings:
+        return self.base.model_copy(update={"kafka_config": self.cluster.client_config(role), **overrides})
+
+
+@pytest.fixture
+def secure_roles(secure_cluster: SecureCluster, catalog: Catalog, tmp_path: Path) -> SecureRoles:
+    """This test's topics on the secure cluster, created by ``admin``, with every role's ACLs for them."""
+    prefix = f"s{uuid.uuid4().hex[:10]}."
+    base = Settings(bootstrap_servers=secure_cluster.bootstrap_servers,
+                    schema_registry_url=secure_cluster.schema_registry_url, topic_prefix=prefix,
+                    data_dir=tmp_path / "data", partitions=2, pseudonym_secret=TEST_SECRET,  # type: ignore[arg-type]
+                    group_id=f"{prefix}gate", transactional_id_prefix=f"{prefix}gate", batch_timeout_s=0.1,
+                    metering_group_id=f"{prefix}metering")
+    roles = SecureRoles(secure_cluster, base)
+    admin_settings = roles.settings("admin")
+    client = admin(admin_settings)
+    create_acls(client, acl_set(base, catalog))
+    create_topics(admin_settings, client, catalog)
+    return roles

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from consentgate.connectors.jsonl import to_jsonable
-from consentgate.connectors.kafka import consumer, producer
+from consentgate.connectors.kafka import admin, consumer, producer
 from consentgate.connectors.reader import read_committed
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
@@ -22,14 +22,17 @@ from consentgate.model import ActivityEvent
 from consentgate.settings import Settings
 
 
-def committed(settings: Settings, topic: str, timeout: float = 30.0) -> list[tuple[str | None, Any]]:
-    """Every committed record of ``topic`` as (key, JSON-shaped value); tombstones have value None."""
-    registry = registry_client(settings.require_registry())
+def committed(settings: Settings, topic: str, timeout: float = 30.0,
+              group: str = "test-reader-") -> list[tuple[str | None, Any]]:
+    """Every committed record of ``topic`` as (key, JSON-shaped value); tombstones have value None.
+
+    ``group``: the prefix of the reader's group id (on a secure cluster, one the role may use)."""
+    registry = registry_client(settings)
     decode = AvroDeserializer(registry, return_record_name=True)
-    reader = consumer(settings, f"test-reader-{uuid.uuid4()}")
+    reader = consumer(settings, f"{group}{uuid.uuid4()}")
     out: list[tuple[str | None, Any]] = []
     try:
-        for msg in read_committed(reader, [topic], timeout):
+        for msg in read_committed(reader, [topic], timeout, admin(settings)):
             key = msg.key().decode() if msg.key() is not None else None
             value = msg.value()
             out.append((key, None if value is None else to_jsonable(
@@ -47,7 +50,7 @@ def values(settings: Settings, topic: str) -> list[Any]:
 def produce_events(settings: Settings, events: list[ActivityEvent], topic: str | None = None) -> None:
     """Publish ActivityEvents (keyed by user) and wait until every one is acknowledged."""
     topic = topic or settings.topic("activity.events")
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         codec = Codecs(registry)["ActivityEvent"]
         produce_raw(settings, [(e.user_id.encode(), codec.encode(topic, activity_to_avro(e))) for e in events], topic)
 

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run_produce(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     topic = args.topic or settings.topic("activity.events")
-    codec = Codecs(registry_client(settings.require_registry()))["ActivityEvent"]
+    codec = Codecs(registry_client(settings))["ActivityEvent"]
     out = producer(settings)
     failures: list[str] = []
     acked = 0
@@ -77,7 +77,7 @@ def run_produce(args: argparse.Namespace) -> int:
 
 def run_tail(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    decode = AvroDeserializer(registry_client(settings.require_registry()), return_record_name=True)
+    decode = AvroDeserializer(registry_client(settings), return_record_name=True)
     reader = consumer(settings, f"consentgate-tail-{uuid.uuid4()}")
     metadata = reader.list_topics(args.topic, timeout=10).topics.get(args.topic)
     if metadata is None or metadata.error is not None:

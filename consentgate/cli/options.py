@@ -24,14 +24,20 @@ def flag(parser: argparse.ArgumentParser, name: str, help: str, **kwargs: Any) -
 def add_connection(parser: argparse.ArgumentParser) -> None:
     flag(parser, "bootstrap-servers", "Kafka bootstrap servers (default: the cluster `up` started)")
     flag(parser, "schema-registry-url", "schema registry URL (default: the registry `up` started)")
+    flag(parser, "kafka-config", "properties file of Kafka client settings: security.protocol, sasl.*, ssl.* "
+                                 "(e.g. <data dir>/clients/<role>.properties of `up --secure`)")
+    flag(parser, "schema-registry-config", "properties file of schema registry client settings "
+                                           "(basic.auth.user.info, ssl.ca.location, ...)")
     flag(parser, "data-dir", "where `up` keeps the embedded cluster and its address")
     flag(parser, "catalog", "purpose catalog YAML (default: the shipped catalog.yaml)")
     flag(parser, "topic-prefix", "prefix for every topic name")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, client: bool = True) -> Settings:
+    """Settings from the flags given (then env vars, then what ``up`` recorded); ``client=False`` for
+    commands that manage the cluster rather than connect to it as a client."""
     given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
-    return Settings(**given).resolved()
+    return Settings(**given).resolved(client)
 
 
 def catalog_of(settings: Settings) -> Catalog:

@@ -18,11 +18,15 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from consentgate.catalog import Catalog, load_catalog
+from consentgate.cluster import secure as secure_cluster
 from consentgate.cluster.maven import apicurio_runner, kafka_classpath, require_tools
 from consentgate.errors import ClusterError
+from consentgate.security.tls import write_private
 from consentgate.settings import CLUSTER_FILE, SECRET_FILE, Settings
 
 _LOG4J2 = """status = warn
@@ -38,14 +42,16 @@ logger.cleaner.name = kafka.log.LogCleaner
 logger.cleaner.level = WARN
 """
 
-_SERVER = """process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{cport}
-listeners=PLAINTEXT://127.0.0.1:{bport},CONTROLLER://127.0.0.1:{cport}
+_PLAINTEXT = """listeners=PLAINTEXT://127.0.0.1:{bport},CONTROLLER://127.0.0.1:{cport}
 advertised.listeners=PLAINTEXT://127.0.0.1:{bport}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+"""
+
+_SERVER = """process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{cport}
 log.dirs={logdir}
 num.partitions=1
 auto.create.topics.enable=false
@@ -78,6 +84,7 @@ class ClusterInfo:
     bootstrap_servers: str
     schema_registry_url: str
     processes: tuple[ManagedProcess, ...]
+    secure: bool = False  # SASL_SSL + ACLs: clients need <data dir>/clients/<role>.properties
 
 
 def _free_port(preferred: int | None = None) -> int:
@@ -132,22 +139,34 @@ def _spawn(name: str, argv: list[str], log: Path) -> tuple[subprocess.Popen[byte
     return proc, ManagedProcess(name, proc.pid, started, str(log))
 
 
-def _start_kafka(settings: Settings, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], ManagedProcess]:
+def _start_kafka(settings: Settings, ports: dict[str, int], secure: bool
+                 ) -> tuple[subprocess.Popen[bytes], ManagedProcess]:
     lib = kafka_classpath(settings.cache_dir, settings.kafka_version)
     home = settings.data_dir / "kafka"
     logdir = home / "data"
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     props = home / "server.properties"
-    props.write_text(_SERVER.format(bport=ports["broker"], cport=ports["controller"], logdir=logdir))
+    extra_format: list[str] = []
+    if secure:
+        broker = secure_cluster.broker_secrets(settings.data_dir)
+        listeners = secure_cluster.listener_properties(settings.data_dir, ports, broker)
+        extra_format = secure_cluster.format_arguments(broker)
+    else:
+        listeners = _PLAINTEXT.format(bport=ports["broker"], cport=ports["controller"])
+    # 0600: in secure mode it holds the broker's own passwords.
+    write_private(props, (listeners + _SERVER.format(cport=ports["controller"], logdir=logdir)).encode())
     log4j = home / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     classpath = f"{lib}/*"
     if not (logdir / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         fmt = subprocess.run(["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-                              "-t", cluster_id, "-c", str(props)], capture_output=True, text=True)
+                              "-t", cluster_id, "-c", str(props), *extra_format], capture_output=True, text=True)
         if fmt.returncode != 0:
-            raise ClusterError(f"formatting KRaft storage failed (exit {fmt.returncode}):\n{fmt.stdout}{fmt.stderr}")
+            output = fmt.stdout + fmt.stderr
+            for argument in extra_format:  # the --add-scram argument holds the broker's password
+                output = output.replace(argument, "***")
+            raise ClusterError(f"formatting KRaft storage failed (exit {fmt.returncode}):\n{output}")
     return _spawn("kafka", ["java", "-Xms256m", "-Xmx768m", f"-Dlog4j2.configurationFile={log4j}",
                             "-Dkafka.logs.dir=" + str(home / "logs"), "-cp", classpath, "kafka.Kafka",
                             str(props)], home / "kafka.log")
@@ -164,9 +183,9 @@ def _start_registry(settings: Settings, port: int) -> tuple[subprocess.Popen[byt
                                "-jar", str(runner)], home / "registry.log")
 
 
-def _kafka_ready(bootstrap: str) -> bool:
+def _kafka_ready(conf: dict[str, Any]) -> bool:
     try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1.0)
+        AdminClient({**conf, "log_level": 0}).list_topics(timeout=1.0)
     except Exception:  # noqa: BLE001 - any failure just means "not yet"
         return False
     return True
@@ -187,15 +206,21 @@ def status(settings: Settings) -> ClusterInfo | None:
         return None
     raw = json.loads(record.read_text())
     info = ClusterInfo(raw["bootstrap_servers"], raw["schema_registry_url"],
-                       tuple(ManagedProcess(**p) for p in raw["processes"]))
+                       tuple(ManagedProcess(**p) for p in raw["processes"]), raw.get("secure", False))
     if all(_is_ours(p, settings.data_dir) for p in info.processes):
         return info
     return None
 
 
-def up(settings: Settings) -> ClusterInfo:
-    """Start the embedded cluster, or restart only what died of one already recorded, on its ports."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+def up(settings: Settings, secure: bool = False, catalog: Catalog | None = None) -> ClusterInfo:
+    """Start the embedded cluster, or restart only what died of one already recorded, on its ports.
+
+    ``secure``: SASL_SSL only, ACLs, one SCRAM user and client file per role (``cluster.secure``);
+    the roles' ACLs follow ``settings`` (topic prefix, groups) and ``catalog`` (one trainer per purpose).
+    """
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o700)  # it holds the pseudonym secret and, when secure, every password
+    _check_mode(settings.data_dir, secure)
     record = settings.data_dir / CLUSTER_FILE
     alive: dict[str, ManagedProcess] = {}
     if record.exists():
@@ -214,14 +239,15 @@ def up(settings: Settings) -> ClusterInfo:
     ports_file.write_text(json.dumps(ports))
     secret = settings.data_dir / SECRET_FILE
     if not secret.exists():
-        secret.touch(mode=0o600)
-        secret.write_text(base64.urlsafe_b64encode(os.urandom(32)).decode())
+        write_private(secret, base64.urlsafe_b64encode(os.urandom(32)).decode().encode())
 
     bootstrap = f"127.0.0.1:{ports['broker']}"
     registry_url = f"http://127.0.0.1:{ports['registry']}/apis/ccompat/v7"
-    checks = {"kafka": lambda: _kafka_ready(bootstrap), "registry": lambda: _registry_ready(registry_url)}
-    starters = {"kafka": lambda: _start_kafka(settings, ports), "registry": lambda: _start_registry(settings,
-                                                                                                   ports["registry"])}
+    probe: dict[str, Any] = (secure_cluster.broker_conf(settings.data_dir, bootstrap) if secure
+                             else {"bootstrap.servers": bootstrap})
+    checks = {"kafka": lambda: _kafka_ready(probe), "registry": lambda: _registry_ready(registry_url)}
+    starters = {"kafka": lambda: _start_kafka(settings, ports, secure),
+                "registry": lambda: _start_registry(settings, ports["registry"])}
     started: list[tuple[subprocess.Popen[bytes], ManagedProcess]] = []
     try:
         for name in ("kafka", "registry"):
@@ -229,11 +255,20 @@ def up(settings: Settings) -> ClusterInfo:
                 started.append(starters[name]())
         deadline = time.monotonic() + settings.startup_timeout_s
         pending = {"kafka", "registry"}
+        restarted: set[str] = set()
         while pending:
             for name in sorted(pending):
                 popen = next((p for p, m in started if m.name == name), None)
                 if popen is not None and popen.poll() is not None:
                     log = next(m.log for _, m in started if m.name == name)
+                    if name == "registry" and name not in restarted:
+                        # On a loaded machine the registry can time out opening its own H2 store at
+                        # start; a second start, on the same port and store, then succeeds.
+                        _CHILDREN.pop(popen.pid, None)
+                        started = [(p, m) for p, m in started if m.name != name]
+                        started.append(starters[name]())
+                        restarted.add(name)
+                        continue
                     raise ClusterError(f"{name} exited with {popen.returncode}; last lines of {log}:\n"
                                        f"{_tail(Path(log))}")
                 if checks[name]():
@@ -245,6 +280,8 @@ def up(settings: Settings) -> ClusterInfo:
                                    f"last lines of {log}:\n{_tail(Path(log))}")
             if pending:
                 time.sleep(0.2)
+        if secure:
+            secure_cluster.provision(settings, catalog or load_catalog(settings.catalog), bootstrap)
     except BaseException:
         for popen, _ in started:
             popen.kill()
@@ -252,9 +289,24 @@ def up(settings: Settings) -> ClusterInfo:
             _CHILDREN.pop(popen.pid, None)
         raise
     processes = tuple(alive.get(name) or next(m for _, m in started if m.name == name) for name in ("kafka", "registry"))
-    info = ClusterInfo(bootstrap, registry_url, processes)
+    info = ClusterInfo(bootstrap, registry_url, processes, secure)
     record.write_text(json.dumps(asdict(info), indent=2))
     return info
+
+
+def _check_mode(data_dir: Path, secure: bool) -> None:
+    """A data dir formatted plaintext cannot start secure, nor the other way round: say so."""
+    marker = data_dir / "kafka" / "mode"
+    wanted = "secure" if secure else "plaintext"
+    if (data_dir / "kafka" / "data" / "meta.properties").exists():
+        found = marker.read_text().strip() if marker.exists() else "plaintext"
+        if found != wanted:
+            flag = "without --secure" if found == "plaintext" else "with --secure"
+            raise ClusterError(f"{data_dir} holds a {found} cluster: run `consentgate up` {flag} there, "
+                               "or use another --data-dir")
+    else:
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker.write_text(wanted + "\n")
 
 
 def down(settings: Settings, timeout_s: float = 20.0) -> list[ManagedProcess]:

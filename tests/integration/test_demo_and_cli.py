@@ -7,7 +7,8 @@ import urllib.request
 from consentgate.connectors.topics import TopicNames
 
 from consentgate.catalog import Catalog
-from consentgate.demo import run_demo, settle, settlement_summary, summary
+from consentgate.demo import counters_agree, run_demo, settle, settlement_summary, summary
+from consentgate.reconcile import Balance, read_back
 from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.helpers import GateThread, values
@@ -25,14 +26,20 @@ def test_demo_reconciles_and_reaches_every_drop_reason(make_settings: SettingsFa
     assert result.produced == 12_000 + result.malformed + result.unknown
     assert stats.records_in == result.produced
     assert stats.dead_letters == result.malformed == 30
-    assert stats.records_in == stats.records_passed + (stats.decisions - stats.records_passed) + stats.dead_letters
+    topics = TopicNames.of(settings, catalog)
+    # Each side counted on its own: input offsets against decisions and dead letters read back.
+    balance = read_back(settings, topics)
+    assert balance == Balance(records_in=result.produced, passed=stats.records_passed,
+                              dropped=stats.decisions - stats.records_passed, dead_letters=30, missing=(),
+                              duplicated=(), strays=())
+    assert balance.balanced and counters_agree(gate, balance)
     assert set(stats.dropped) == {"no_consent_record", "erased", "no_grant", "grant_after_event", "expired",
                                   "stale_terms", "unknown_category"}
     assert stats.dropped["unknown_category"] == 3 * result.unknown
-    report = summary(gate, result)
+    report = summary(gate, result, balance)
     assert "  in = passed + dropped + DLQ      yes" in report
+    assert "  the gate's own counters agree    yes" in report
     assert sum(1 for line in lines if line.startswith("t=")) >= 1
-    topics = TopicNames.of(settings, catalog)
     assert len(values(settings, topics.decisions)) == stats.decisions
 
     settlement = settle(settings, catalog, lines.append)

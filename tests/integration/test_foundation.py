@@ -22,6 +22,7 @@ from consentgate.cluster import embedded
 from consentgate.errors import ConfigurationError
 from consentgate.settings import Settings
 from tests.cluster import RunningCluster, embedded_cluster
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +89,7 @@ def test_topics_create_is_idempotent_and_compacts_consent_state(settings: Settin
     partitions = client.list_topics(names.activity, timeout=10).topics[names.activity].partitions
     assert len(partitions) == 3
     subject = f"{names.consent_state}-value"
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         assert registry.get_compatibility(subject) == "BACKWARD"
 
 
@@ -103,7 +104,7 @@ def test_topics_create_refuses_a_consent_state_that_is_not_compacted(settings: S
 
 def test_codec_errors_carry_bytes_and_coordinates(settings: Settings, topics: TopicNames,
                                                   request: pytest.FixtureRequest) -> None:
-    registry = registry_client(settings.require_registry())
+    registry = registry_client(settings)
     request.addfinalizer(registry.close)
     codecs = Codecs(registry)
     codec = codecs["ActivityEvent"]
@@ -125,19 +126,51 @@ def test_codec_errors_carry_bytes_and_coordinates(settings: Settings, topics: To
         codec.decode(decision_bytes, topics.activity, 0, 3)  # another contract's schema id
 
 
-def test_up_is_harmless_twice_and_down_stops_only_its_own(cluster: RunningCluster, tmp_path: Path) -> None:
+def test_up_is_harmless_twice(cluster: RunningCluster, tmp_path: Path) -> None:
     if cluster.kind != "embedded":  # the session runs elsewhere: the launcher gets a cluster of its own
         with embedded_cluster(tmp_path / "own") as own:
-            _up_twice_and_down_elsewhere(own, tmp_path)
+            _up_twice(own)
     else:
-        _up_twice_and_down_elsewhere(cluster, tmp_path)
+        _up_twice(cluster)
 
 
-def _up_twice_and_down_elsewhere(cluster: RunningCluster, tmp_path: Path) -> None:
+def _up_twice(cluster: RunningCluster) -> None:
     assert cluster.data_dir is not None
     settings = Settings(data_dir=cluster.data_dir, bootstrap_servers=None, schema_registry_url=None)
     again = embedded.up(settings)
     assert (again.bootstrap_servers, again.schema_registry_url) == (cluster.bootstrap_servers,
                                                                     cluster.schema_registry_url)
-    assert embedded.down(Settings(data_dir=tmp_path)) == []  # another data dir: nothing of ours there
     assert embedded.status(settings) == again
+
+
+def test_down_stops_only_the_processes_up_started(tmp_path: Path) -> None:
+    """Recorded pids that now belong to someone else (another command line, or a reused pid with
+    another start time) are spared; the one that still matches is stopped, so the check can fail."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    foreign = subprocess.Popen(sleeper)  # not started for this data dir: its command line does not name it
+    reused = subprocess.Popen([*sleeper, str(data_dir)])  # names it, but started at another time than recorded
+    ours = subprocess.Popen([*sleeper, str(data_dir)])  # what `up` would have started and recorded
+    try:
+        for proc in (foreign, reused, ours):  # until exec: before it, the child still shows pytest's command line
+            wait_for(lambda: b"time.sleep(600)" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(),  # noqa: B023
+                     timeout=30, what="the stand-in processes to start")
+        starts = {p.pid: embedded._proc_start(p.pid) for p in (foreign, reused, ours)}
+        assert None not in starts.values()
+        processes = [{"name": "kafka", "pid": foreign.pid, "started": starts[foreign.pid], "log": "k.log"},
+                     {"name": "registry", "pid": reused.pid, "started": str(int(starts[reused.pid] or 0) - 1),
+                      "log": "r.log"},
+                     {"name": "mine", "pid": ours.pid, "started": starts[ours.pid], "log": "m.log"}]
+        (data_dir / "cluster.json").write_text(json.dumps({"bootstrap_servers": "127.0.0.1:1",
+                                                          "schema_registry_url": "http://r", "processes": processes}))
+        stopped = embedded.down(Settings(data_dir=data_dir))
+        assert [(p.name, p.pid) for p in stopped] == [("mine", ours.pid)]
+        assert not Path(f"/proc/{ours.pid}").exists() or ours.poll() is not None
+        assert foreign.poll() is None and reused.poll() is None  # both still running
+        assert not (data_dir / "cluster.json").exists()
+    finally:
+        for proc in (foreign, reused, ours):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)

@@ -45,7 +45,7 @@ def test_bad_input_goes_to_the_dlq_and_good_records_pass(make_settings: Settings
     with ConsentWriter(settings, catalog) as writer:
         writer.apply([ConsentRequest("grant", "u1", "post", GEN)])
     t = datetime.now(timezone.utc)
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         codecs = Codecs(registry)
         act = codecs["ActivityEvent"]
 
@@ -102,7 +102,7 @@ def test_revocation_takes_effect_before_the_next_record(settings: Settings, topi
     users = [f"race-{i}" for i in range(100)]
     with ConsentWriter(settings, catalog) as writer:
         writer.apply([ConsentRequest("grant", u, "post", GEN) for u in users])
-        with GateThread(settings, catalog) as running, registry_client(settings.require_registry()) as registry:
+        with GateThread(settings, catalog) as running, registry_client(settings) as registry:
             codec = Codecs(registry)["ActivityEvent"]
             out = producer(settings)
             for u in users:

@@ -34,7 +34,7 @@ GEN = "train_ai_system.generative"
 
 @pytest.fixture
 def registry(settings: Settings) -> Iterator[SchemaRegistryClient]:
-    with registry_client(settings.require_registry()) as client:
+    with registry_client(settings) as client:
         yield client
 
 

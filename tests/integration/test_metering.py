@@ -64,7 +64,7 @@ def contribution(event_id: str, **over: Any) -> dict[str, Any]:
 
 def produce_contributions(settings: Settings, catalog: Catalog, records: list[dict[str, Any]]) -> None:
     topic = TopicNames.of(settings, catalog).contributions
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["Contribution"].writer_for(topic)
         produce_raw(settings, [(r["user_id"].encode(), encode(r)) for r in records], topic)
 

@@ -57,6 +57,8 @@ class Workers:
                      "batch_size", "session_timeout_ms", "transaction_timeout_ms", "data_dir"):
             env[f"CONSENTGATE_{name.upper()}"] = str(getattr(self.settings, name))
         env["CONSENTGATE_PSEUDONYM_SECRET"] = self.settings.require_secret().decode()
+        if self.settings.kafka_config is not None:  # on a secure cluster: the gate role's client config
+            env["CONSENTGATE_KAFKA_CONFIG"] = str(self.settings.kafka_config)
         with (self.logs / f"{worker}.log").open("ab") as out:
             self.procs[worker] = subprocess.Popen(
                 [sys.executable, "-m", "consentgate.cli.main", "gate", "--worker-id", worker],
@@ -99,7 +101,7 @@ def run_load(settings: Settings, catalog: Catalog, topics: TopicNames, n_events:
     pairs = [(c, p.name) for p in catalog.purposes.values() for c in p.categories]
     versions: dict[str, int] = {}
     out = producer(settings)
-    with registry_client(settings.require_registry()) as registry, ConsentWriter(settings, catalog) as writer:
+    with registry_client(settings) as registry, ConsentWriter(settings, catalog) as writer:
         encode = Codecs(registry)["ActivityEvent"].writer_for(topics.activity)
         produced = 0
         while produced < n_events:

@@ -57,7 +57,7 @@ def gate(settings: Settings, topics: TopicNames, catalog: Catalog) -> Any:
 
 
 def _good(settings: Settings, topic: str, text: str = "t", user: str = "u1", at: datetime | None = None) -> bytes:
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         return Codecs(registry)["ActivityEvent"].encode(topic, activity_to_avro(
             ActivityEvent("e", user, "post", at or datetime.now(timezone.utc), "fuzz", {"text": text})))
 

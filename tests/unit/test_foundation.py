@@ -81,10 +81,11 @@ def test_settings_fall_back_to_what_up_recorded(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delenv("CONSENTGATE_SCHEMA_REGISTRY_URL", raising=False)
     (tmp_path / "cluster.json").write_text(json.dumps({"bootstrap_servers": "127.0.0.1:1",
                                                        "schema_registry_url": "http://r", "processes": []}))
-    (tmp_path / "pseudonym.secret").write_text("s3\n")
+    (tmp_path / "pseudonym.secret").write_text("s3-" + "x" * 29 + "\n")
+    (tmp_path / "pseudonym.secret").chmod(0o600)
     resolved = Settings(data_dir=tmp_path).resolved()
     assert (resolved.bootstrap_servers, resolved.schema_registry_url) == ("127.0.0.1:1", "http://r")
-    assert resolved.require_secret() == b"s3"
+    assert resolved.require_secret() == b"s3-" + b"x" * 29
     assert Settings(data_dir=tmp_path, bootstrap_servers="x:1").resolved().bootstrap_servers == "x:1"
 
 
