@@ -1,0 +1,184 @@
+"""Planted violations, one test each: the audit names exactly what was planted, and nothing else.
+
+A scripted gate writes what a correct gate writes for a small scenario (decided with the gate's
+own ``decide``, encoded with the project's codecs, produced to the real topics); each test then
+plants one violation by producing, omitting or altering records, and audits the real topics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from consentgate.connectors.kafka import producer
+from consentgate.connectors.topics import TopicNames
+from consentgate.schemas.codec import Codecs, registry_client
+from consentgate.schemas.records import activity_to_avro
+from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
+from consentgate.streams.outputs import decision_record
+
+from consentgate.audit.findings import Finding
+from consentgate.audit.report import AuditReport
+from consentgate.audit.run import AuditOptions, run_audit
+from consentgate.catalog import Catalog
+from consentgate.decision import decide
+from consentgate.model import ActivityEvent, ConsentState, Decision
+from consentgate.pseudonyms import key_id, pseudonym, record_id
+from consentgate.settings import Settings
+from tests.conftest import SettingsFactory
+
+GEN, REC, ADS = "train_ai_system.generative", "train_ai_system.recommendation", "train_ai_system.ads_ranking"
+POST = {"text": "a long walk by the sea at dawn"}
+
+
+@dataclass
+class Output:
+    topic: str
+    contract: str
+    key: str | None
+    value: dict[str, Any]
+    partition: int | None = None
+
+
+@dataclass
+class Scripted:
+    """A small world and what a correct gate would write for it."""
+
+    settings: Settings
+    catalog: Catalog
+    topics: TopicNames
+    secret: bytes
+    codecs: Codecs
+    out: Producer
+    inputs: list[tuple[ActivityEvent, int, int]] = field(default_factory=list)  # event, partition, offset
+    outputs: list[Output] = field(default_factory=list)
+
+    def consent(self, *requests: ConsentRequest) -> None:
+        with ConsentWriter(self.settings, self.catalog) as writer:
+            for request in requests:
+                writer.apply([request])
+
+    def activity(self, events: list[ActivityEvent], timestamp: int | None = None) -> list[tuple[int, int]]:
+        """Publish events; returns their (partition, offset)."""
+        encode = self.codecs["ActivityEvent"].writer_for(self.topics.activity)
+        placed: list[tuple[int, int]] = []
+        for event in events:
+            extra: dict[str, Any] = {"timestamp": timestamp} if timestamp is not None else {}
+            self.out.produce(self.topics.activity, encode(activity_to_avro(event)), event.user_id.encode(),
+                             on_delivery=lambda err, msg: placed.append((msg.partition(), msg.offset())), **extra)
+            assert self.out.flush(30) == 0
+        for event, (partition, offset) in zip(events, placed):
+            self.inputs.append((event, partition, offset))
+        return placed
+
+    def decide(self, decided_at: datetime | None = None) -> None:
+        """What a correct gate writes for every input so far."""
+        now = decided_at or datetime.fromtimestamp(time.time_ns() // 1_000_000 / 1000, timezone.utc)
+        with ConsentWriter(self.settings, self.catalog) as writer:
+            for event, partition, offset in self.inputs:
+                consent = writer.show(event.user_id)
+                decision = decide(event, consent, self.catalog, now)
+                self.decision_outputs(event, decision, consent, now, partition, offset)
+
+    def decision_outputs(self, event: ActivityEvent, decision: Decision, consent: Any, now: datetime,
+                         partition: int, offset: int) -> None:
+        now_ms = int(now.timestamp() * 1000)
+        self.outputs.append(Output(self.topics.decisions, "Decision", event.user_id,
+                                   decision_record(decision, now_ms, self.topics.activity, partition, offset)))
+        for outcome in decision.outcomes:
+            if outcome.passed:
+                assert isinstance(consent, ConsentState) and outcome.grant is not None
+                self.outputs.append(self.training(event, outcome.purpose, consent.version))
+                self.outputs.append(self.contribution(event, outcome.purpose, consent, outcome.grant.receipt_id))
+
+    def training(self, event: ActivityEvent, purpose: str, version: int) -> Output:
+        keep = self.catalog.purposes[purpose].categories[event.category].keep
+        nym = pseudonym(self.secret, purpose, event.user_id)
+        value = {"pseudonym": nym, "record_id": record_id(self.secret, purpose, event.event_id),
+                 "key_id": key_id(self.secret), "purpose": purpose, "category": event.category,
+                 "occurred_at": event.occurred_at, "fields": {k: event.payload[k] for k in keep if k in event.payload},
+                 "consent_version": version}
+        return Output(self.topics.training[purpose], "TrainingRecord", nym, value)
+
+    def contribution(self, event: ActivityEvent, purpose: str, consent: ConsentState, receipt: str) -> Output:
+        value = {"event_id": event.event_id, "purpose": purpose, "user_id": event.user_id,
+                 "category": event.category, "units": 1, "quality": 1.0, "fingerprint": None,
+                 "occurred_at": event.occurred_at, "tier": consent.tier, "plan": consent.plan, "receipt_id": receipt,
+                 "consent_version": consent.version, "record_id": record_id(self.secret, purpose, event.event_id),
+                 "key_id": key_id(self.secret)}
+        return Output(self.topics.contributions, "Contribution", event.user_id, value)
+
+    def publish(self, outputs: list[Output] | None = None) -> None:
+        for o in self.outputs if outputs is None else outputs:
+            encode = self.codecs[o.contract].writer_for(o.topic)
+            extra = {"partition": o.partition} if o.partition is not None else {}
+            self.out.produce(o.topic, encode(o.value), o.key.encode() if o.key else None, **extra)
+        assert self.out.flush(30) == 0
+
+    def find(self, contract: str, **match: Any) -> Output:
+        hits = [o for o in self.outputs if o.contract == contract and all(o.value.get(k) == v for k, v in match.items())]
+        assert len(hits) == 1, (contract, match, len(hits))
+        return hits[0]
+
+    def audit(self, **options: Any) -> AuditReport:
+        return run_audit(self.settings, self.catalog, AuditOptions(**options))
+
+
+def world(settings: Settings, catalog: Catalog, topics: TopicNames) -> Scripted:
+    """Consent for four people, eight activity records, decided by a correct (scripted) gate."""
+    registry = registry_client(settings.require_registry())
+    scripted = Scripted(settings, catalog, topics, settings.require_secret(), Codecs(registry), producer(settings))
+    scripted.consent(
+        ConsentRequest("grant", "u-ok", "post", GEN, tier="data_sharing", plan="per_unit"),
+        ConsentRequest("grant", "u-ok", "post", REC),
+        ConsentRequest("grant", "u-ok", "click", REC),
+        ConsentRequest("grant", "u-ok", "search", ADS),
+        ConsentRequest("grant", "u-gone", "post", GEN),
+        ConsentRequest("erase", "u-gone"),
+        ConsentRequest("grant", "u-rev", "post", REC),
+        ConsentRequest("revoke", "u-rev", "post", REC),
+    )
+    t = datetime.fromtimestamp(time.time_ns() // 1_000_000 / 1000, timezone.utc)
+    scripted.activity([
+        ActivityEvent("e-post", "u-ok", "post", t, "web", POST),
+        ActivityEvent("e-click", "u-ok", "click", t, "web", {"item_id": "i-7", "url": "https://shop.example/i-7"}),
+        ActivityEvent("e-search", "u-ok", "search", t, "web", {"query": "tide tables"}),
+        ActivityEvent("e-old", "u-ok", "post", t - timedelta(days=1), "web", POST),
+        ActivityEvent("e-none", "u-none", "post", t, "web", POST),
+        ActivityEvent("e-gone", "u-gone", "post", t, "web", POST),
+        ActivityEvent("e-rev", "u-rev", "post", t, "web", POST),
+        ActivityEvent("e-voice", "u-ok", "voice", t, "speaker", {"transcript": "jazz"}),
+    ])
+    scripted.decide()
+    return scripted
+
+
+@pytest.fixture
+def scripted(settings: Settings, catalog: Catalog, topics: TopicNames) -> Scripted:
+    return world(settings, catalog, topics)
+
+
+def named(report: AuditReport) -> list[tuple[str, str | None, str | None]]:
+    return [(f.kind, f.event_id, f.purpose) for f in report.findings]
+
+
+def test_a_correct_gate_audits_clean(scripted: Scripted) -> None:
+    scripted.publish()
+    report = scripted.audit()
+    assert report.findings == []
+    assert (report.decisions, report.reproduced, report.dead_letters) == (8, 8, 0)
+    results = {(r["category"], r["purpose"], r["result"]): r["n"] for r in report.counts}
+    assert results == {
+        ("post", GEN, "pass"): 1, ("post", REC, "pass"): 1, ("click", REC, "pass"): 1, ("search", ADS, "pass"): 1,
+        ("click", ADS, "no_grant"): 1, ("search", REC, "no_grant"): 1,
+        ("post", GEN, "grant_after_event"): 1, ("post", REC, "grant_after_event"): 1,
+        ("post", GEN, "no_consent_record"): 1, ("post", REC, "no_consent_record"): 1,
+        ("post", GEN, "erased"): 1, ("post", REC, "erased"): 1,
+        ("post", REC, "no_grant"): 1, ("post", GEN, "no_grant"): 1,
+        ("voice", GEN, "unknown_category"): 1, ("voice", REC, "unknown_category"): 1,
+        ("voice", ADS, "unknown_category"): 1,
+    }
