@@ -8,6 +8,7 @@ plants one violation by producing, omitting or altering records, and audits the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -26,7 +27,7 @@ from consentgate.audit.report import AuditReport
 from consentgate.audit.run import AuditOptions, run_audit
 from consentgate.catalog import Catalog
 from consentgate.decision import decide
-from consentgate.model import ActivityEvent, ConsentState, Decision
+from consentgate.model import ActivityEvent, ConsentState, Decision, DropReason, Grant, Outcome
 from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.settings import Settings
 from tests.conftest import SettingsFactory
@@ -158,8 +159,10 @@ def world(settings: Settings, catalog: Catalog, topics: TopicNames) -> Scripted:
 
 
 @pytest.fixture
-def scripted(settings: Settings, catalog: Catalog, topics: TopicNames) -> Scripted:
-    return world(settings, catalog, topics)
+def scripted(settings: Settings, catalog: Catalog, topics: TopicNames) -> Iterator[Scripted]:
+    made = world(settings, catalog, topics)
+    yield made
+    made.codecs.client.close()
 
 
 def named(report: AuditReport) -> list[tuple[str, str | None, str | None]]:
@@ -182,3 +185,115 @@ def test_a_correct_gate_audits_clean(scripted: Scripted) -> None:
         ("voice", GEN, "unknown_category"): 1, ("voice", REC, "unknown_category"): 1,
         ("voice", ADS, "unknown_category"): 1,
     }
+
+
+def test_forged_pass_for_a_person_without_consent(scripted: Scripted) -> None:
+    [(partition, offset)] = scripted.activity([ActivityEvent("e-forged", "u-mallory", "post", datetime.now(
+        timezone.utc), "web", POST)])
+    event = scripted.inputs[-1][0]
+    forged = ConsentState("u-mallory", 1, event.occurred_at, "data_sharing", "per_unit")
+    decision = Decision("e-forged", "u-mallory", "post", (Outcome(GEN, True), Outcome(REC, True)), 1)
+    now = datetime.now(timezone.utc)
+    scripted.outputs.append(Output(scripted.topics.decisions, "Decision", "u-mallory", decision_record(
+        decision, int(now.timestamp() * 1000), scripted.topics.activity, partition, offset)))
+    for purpose in (GEN, REC):  # a thorough forger writes the outputs too
+        scripted.outputs.append(scripted.training(event, purpose, 1))
+        scripted.outputs.append(scripted.contribution(event, purpose, forged, "r-forged"))
+    scripted.publish()
+    report = scripted.audit()
+    assert named(report) == [("wrong_outcome", "e-forged", None), ("wrong_outcome", "e-forged", GEN),
+                             ("wrong_outcome", "e-forged", REC)]
+    assert report.findings[0].detail == "consent v1 of u-mallory does not exist on consent.changes"
+    assert report.findings[1].detail == "passed, expected no_consent_record (consent v1)"
+    assert (report.decisions, report.reproduced) == (9, 8)
+
+
+def test_training_record_without_a_decision(scripted: Scripted) -> None:
+    event = ActivityEvent("e-ghost", "u-ok", "post", datetime.now(timezone.utc), "web", POST)
+    scripted.publish([*scripted.outputs, scripted.training(event, GEN, 4)])
+    report = scripted.audit()
+    assert named(report) == [("unjustified_output", None, GEN)]
+    ghost = record_id(scripted.secret, GEN, "e-ghost")
+    assert report.findings[0].detail == f"a training record (record_id {ghost}) without a passing decision"
+    assert report.findings[0].where == f"{scripted.topics.training[GEN]}[{_partition_of(scripted, ghost)}]@1"
+
+
+def _partition_of(scripted: Scripted, record: str) -> int:
+    from consentgate.connectors.kafka import partition_for
+
+    nym = pseudonym(scripted.secret, GEN, "u-ok")
+    return partition_for(nym.encode(), scripted.settings.partitions)
+
+
+def test_deleted_decision_is_an_offset_gap(scripted: Scripted) -> None:
+    _, partition, offset = next(i for i in scripted.inputs if i[0].event_id == "e-none")
+    deleted = scripted.find("Decision", event_id="e-none")
+    scripted.publish([o for o in scripted.outputs if o is not deleted])
+    report = scripted.audit()
+    assert named(report) == [("offset_gap", None, None)]
+    assert report.findings[0].detail == f"no decision or dead letter for input offset {offset}"
+    assert report.findings[0].where == f"input {partition}@{offset}"
+    assert report.decisions == 7
+
+
+def test_duplicated_decision(scripted: Scripted) -> None:
+    twice = scripted.find("Decision", event_id="e-post")
+    scripted.publish([*scripted.outputs, twice])
+    report = scripted.audit()
+    assert named(report) == [("duplicate", "e-post", None)]
+    assert report.findings[0].detail == "2 decisions and dead letters for one input"
+
+
+def test_wrong_reason(scripted: Scripted) -> None:
+    decision = scripted.find("Decision", event_id="e-rev")
+    for outcome in decision.value["outcomes"]:
+        if outcome["purpose"] == GEN:
+            assert outcome["reason"] == "no_grant"
+            outcome["reason"] = "stale_terms"
+    scripted.publish()
+    report = scripted.audit()
+    assert named(report) == [("wrong_outcome", "e-rev", GEN)]
+    assert report.findings[0].detail == "dropped as stale_terms, expected no_grant (consent v2)"
+
+
+def test_training_record_with_an_unkept_field(scripted: Scripted) -> None:
+    record = scripted.find("TrainingRecord", record_id=record_id(scripted.secret, REC, "e-click"))
+    record.value["fields"]["url"] = "https://shop.example/i-7"  # recommendation keeps only item_id of a click
+    scripted.publish()
+    report = scripted.audit()
+    assert named(report) == [("unkept_field", "e-click", REC)]
+    assert report.findings[0].detail == f"training record holds field url, which {REC} does not keep of click"
+
+
+def test_missing_retraction(scripted: Scripted) -> None:
+    scripted.publish()
+    # an erasure recorded on consent.changes without the retractions the consent writer owes
+    receipt = {"receipt_id": "r-erase", "user_id": "u-ok", "action": "erase", "category": None, "purpose": None,
+               "at": datetime.now(timezone.utc), "source": "test", "terms_version": None, "notice_version": None,
+               "jurisdiction": None, "expires_at": None, "tier": None, "plan": None, "consent_version": 5}
+    scripted.publish([Output(scripted.topics.consent_changes, "ConsentChange", "u-ok", receipt)])
+    report = scripted.audit()
+    assert named(report) == [("missing_retraction", None, ADS), ("missing_retraction", None, GEN),
+                             ("missing_retraction", None, REC)]
+    assert report.findings[0].detail == "erasure of u-ok (consent v5) has no retraction for this purpose"
+
+
+def test_decided_with_consent_older_than_a_committed_revocation(scripted: Scripted) -> None:
+    scripted.consent(ConsentRequest("grant", "u-late", "post", GEN), ConsentRequest("revoke", "u-late"))
+    revoked_at = time.time_ns() // 1_000_000
+    # appended 5 s after the revocation committed (a producer-set timestamp on this CreateTime topic)
+    event = ActivityEvent("e-late", "u-late", "post", datetime.now(timezone.utc), "web", POST)
+    [(partition, offset)] = scripted.activity([event], timestamp=revoked_at + 5000)
+    granted = ConsentState("u-late", 1, event.occurred_at, "free", None,
+                           (Grant("post", GEN, event.occurred_at - timedelta(seconds=1), None, 2, "r"),))
+    decision = Decision("e-late", "u-late", "post", (Outcome(GEN, True), Outcome(REC, False, DropReason.NO_GRANT)), 1)
+    now = datetime.now(timezone.utc)
+    scripted.outputs.append(Output(scripted.topics.decisions, "Decision", "u-late", decision_record(
+        decision, int(now.timestamp() * 1000), scripted.topics.activity, partition, offset)))
+    scripted.outputs.append(scripted.training(event, GEN, 1))
+    scripted.outputs.append(scripted.contribution(event, GEN, granted, "r"))
+    scripted.publish()
+    report = scripted.audit()
+    assert named(report) == [("stale_consent", "e-late", None)]
+    assert report.findings[0].detail == ("decided with consent v1 although v2 was committed before the input was "
+                                         "appended")
