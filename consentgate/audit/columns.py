@@ -32,7 +32,8 @@ DECISIONS = pa.schema([
 TRAINING = pa.schema([
     ("pseudonym", pa.string()), ("record_id", pa.string()), ("key_id", pa.string()), ("purpose", pa.string()),
     ("category", pa.string()), ("occurred_at", pa.int64()), ("consent_version", pa.int64()),
-    ("field_names", pa.list_(pa.string())), ("field_values", pa.list_(pa.string())),
+    ("field_names", pa.list_(pa.string())),
+    ("field_values", pa.list_(pa.string())),  # the string values (a raw id would be one)
     ("raw_fields", pa.list_(pa.string())), ("topic", pa.string()),
     ("part", pa.int32()), ("off", pa.int64()), ("ts", pa.int64())])
 CONTRIBUTIONS = pa.schema([
@@ -96,16 +97,12 @@ def decisions(codec: Codec, msgs: list[Message], unreadable: list[Finding]) -> p
     return _table(DECISIONS, rows)
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else repr(value)
-
-
 def training(codec: Codec, msgs: list[Message], unreadable: list[Finding]) -> pa.Table:
     rows = []
     for msg, t in _decoded(codec, msgs, unreadable):
         fields = t.get("fields") or {}
         rows.append((t["pseudonym"], t.get("record_id"), t.get("key_id"), t["purpose"], t["category"],
-                     ms(t["occurred_at"]), t["consent_version"], list(fields), [_text(v) for v in fields.values()],
+                     ms(t["occurred_at"]), t["consent_version"], list(fields), [v for v in fields.values() if isinstance(v, str)],
                      [name for name in RAW_ID_FIELDS if t.get(name)], msg.topic(), *_coords(msg)))
     return _table(TRAINING, rows)
 

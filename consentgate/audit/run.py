@@ -12,7 +12,7 @@ from consentgate.connectors.kafka import admin
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
 
-from consentgate.audit import checks, columns
+from consentgate.audit import checks, columns, fastdecode
 from consentgate.audit.findings import Finding, Kind
 from consentgate.audit.history import VersionRow, rebuild
 from consentgate.audit.report import AuditReport, PurposeSummary
@@ -93,7 +93,9 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
             *[("training", topic, "TrainingRecord", columns.training, options.from_ms)
               for topic in topics.training.values()],
         ]
+        compiled = {c: fastdecode.decoder_for(codecs[c]) for c in ("Decision", "TrainingRecord", "Contribution")}
         for table, topic, contract, decode, start in sources:
+            decode = compiled.get(contract) or decode
             read[topic] = 0
             for chunk in read_chunks(settings, adm, topic, start, options.chunk):
                 read[topic] += len(chunk)

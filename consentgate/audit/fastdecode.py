@@ -1,0 +1,463 @@
+"""Columnar decoding of the three big audited contracts, compiled with numba.
+
+The reference path (``columns``) decodes one record at a time through the project's codecs,
+about 10-400 µs a record in Python: too slow for millions. Here a chunk's values are laid end
+to end in one byte buffer and a compiled kernel walks every record of the chunk, writing
+numbers into arrays and strings as (start, length) spans that become Arrow string columns
+without a Python object per value. Only records written with the exact schema this kernel
+knows (the shipped contract, by parsing canonical form) take this path; any other schema id,
+and any record the kernel finds malformed (overlong or truncated varints, out-of-range union,
+enum or boolean bytes, trailing bytes), goes through the reference path, which reports it.
+``tests/unit/test_audit_fastdecode.py`` holds the two paths equal.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fastavro
+import numba as nb
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import Message
+from consentgate.schemas.codec import Codec
+from consentgate.schemas.contracts import schema_json
+
+from consentgate.audit import columns
+from consentgate.audit.findings import Finding
+
+REASONS = next(f["type"][1]["symbols"] for f in schema_json("Decision")["fields"][4]["type"]["items"]["fields"]
+               if f["name"] == "reason")
+# timestamp-millis the reference decoder can represent (datetime years 1..9999); others take its path
+MIN_MS, MAX_MS = -62135596800000, 253402300799999
+MAX_OUTCOMES = 64  # per record; a record with more takes the reference path
+MAX_FIELDS = 64
+
+
+@nb.njit(cache=True, inline="always")
+def _long(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    """A minimal zig-zag varint of at most 64 bits; position -1 on error."""
+    result = np.uint64(0)
+    shift = 0
+    first = pos
+    while True:
+        if pos >= end or shift > 63:
+            return 0, -1
+        b = buf[pos]
+        pos += 1
+        if shift == 63 and b > 1:
+            return 0, -1  # more than 64 bits
+        result |= np.uint64(b & 0x7F) << np.uint64(shift)
+        if b < 0x80:
+            if b == 0 and pos - first > 1:
+                return 0, -1  # overlong
+            break
+        shift += 7
+    return np.int64(result >> np.uint64(1)) ^ -np.int64(result & np.uint64(1)), pos
+
+
+@nb.njit(cache=True, inline="always")
+def _span(buf: Any, pos: int, end: int) -> tuple[int, int, int]:
+    """A string: (start, length, position after); position -1 on error."""
+    n, pos = _long(buf, pos, end)
+    if pos < 0 or n < 0 or pos + n > end:
+        return 0, 0, -1
+    return pos, n, pos + n
+
+
+@nb.njit(cache=True)
+def _decisions(buf, starts, ends, ok_ids, s_start, s_len, nums, null_version, outcome_count,
+               o_start, o_len, o_passed, o_reason, status):  # type: ignore[no-untyped-def]
+    """Fields per record: strings event_id, user_id, category, in_topic; nums decided_at, consent_version,
+    in_partition, in_offset."""
+    m = 0
+    for i in range(starts.shape[0]):
+        pos, end = starts[i], ends[i]
+        status[i] = 1
+        if end - pos < 5 or buf[pos] != 0:
+            continue
+        sid = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+        known = False
+        for k in ok_ids:
+            if k == sid:
+                known = True
+        if not known:
+            continue
+        pos += 5
+        bad = False
+        for f in range(3):
+            s_start[i, f], s_len[i, f], pos = _span(buf, pos, end)
+            if pos < 0:
+                bad = True
+                break
+        if bad:
+            continue
+        nums[i, 0], pos = _long(buf, pos, end)
+        if pos < 0:
+            continue
+        first = m
+        while True:
+            count, pos = _long(buf, pos, end)
+            if pos < 0:
+                bad = True
+                break
+            if count == 0:
+                break
+            if count < 0:
+                count = -count
+                _, pos = _long(buf, pos, end)  # the block's byte size
+                if pos < 0:
+                    bad = True
+                    break
+            if m - first + count > MAX_OUTCOMES or m + count > o_start.shape[0]:
+                bad = True
+                break
+            for _ in range(count):
+                o_start[m], o_len[m], pos = _span(buf, pos, end)
+                if pos < 0 or pos >= end or buf[pos] > 1:
+                    bad = True
+                    break
+                o_passed[m] = buf[pos] == 1
+                pos += 1
+                branch, pos = _long(buf, pos, end)
+                if pos < 0 or branch < 0 or branch > 1:
+                    bad = True
+                    break
+                o_reason[m] = -1
+                if branch == 1:
+                    reason, pos = _long(buf, pos, end)
+                    if pos < 0 or reason < 0 or reason >= 7:
+                        bad = True
+                        break
+                    o_reason[m] = reason
+                m += 1
+            if bad:
+                break
+        if bad:
+            m = first
+            continue
+        branch, pos = _long(buf, pos, end)
+        if pos < 0 or branch < 0 or branch > 1:
+            m = first
+            continue
+        null_version[i] = branch == 0
+        nums[i, 1] = 0
+        if branch == 1:
+            nums[i, 1], pos = _long(buf, pos, end)
+            if pos < 0:
+                m = first
+                continue
+        s_start[i, 3], s_len[i, 3], pos = _span(buf, pos, end)
+        if pos < 0:
+            m = first
+            continue
+        nums[i, 2], pos = _long(buf, pos, end)
+        if pos < 0 or nums[i, 2] < -2147483648 or nums[i, 2] > 2147483647:
+            m = first
+            continue
+        nums[i, 3], pos = _long(buf, pos, end)
+        if pos != end:  # also catches an error (-1) and trailing bytes
+            m = first
+            continue
+        outcome_count[i] = m - first
+        status[i] = 0
+    return m
+
+
+@nb.njit(cache=True)
+def _gather(buf, starts, lens, keep):  # type: ignore[no-untyped-def]
+    """Copy the kept spans end to end: (data, int32 offsets)."""
+    n = 0
+    total = 0
+    for i in range(starts.shape[0]):
+        if keep[i]:
+            n += 1
+            total += lens[i]
+    data = np.empty(total, np.uint8)
+    offsets = np.zeros(n + 1, np.int32)
+    j = 0
+    at = 0
+    for i in range(starts.shape[0]):
+        if keep[i]:
+            data[at:at + lens[i]] = buf[starts[i]:starts[i] + lens[i]]
+            at += lens[i]
+            j += 1
+            offsets[j] = at
+    return data, offsets
+
+
+def _strings(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, keep: np.ndarray) -> pa.Array:
+    data, offsets = _gather(buf, starts, lens, keep)
+    array = pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    array.validate(full=True)  # UTF-8, as Avro requires; an invalid string raises (the chunk then goes slow)
+    return array
+
+
+def _layout(msgs: list[Message]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    values = [m.value() or b"" for m in msgs]
+    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    ends = np.cumsum(lengths)
+    return np.frombuffer(b"".join(values), np.uint8), ends - lengths, ends
+
+
+def _coords(msgs: list[Message], keep: np.ndarray) -> list[pa.Array]:
+    n = len(msgs)
+    parts = np.fromiter((m.partition() for m in msgs), np.int32, n)
+    offsets = np.fromiter((m.offset() for m in msgs), np.int64, n)
+    stamps = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, n)
+    return [pa.array(parts[keep]), pa.array(offsets[keep]), pa.array(stamps[keep])]
+
+
+class FastDecoder:
+    """Decodes chunks of one contract through the compiled kernel where the writer schema allows."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._canonical = fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(
+            schema_json(codec.contract)))
+        self._ids: dict[int, bool] = {}
+
+    def _accepted(self, buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        heads = starts[(starts + 5 <= len(buf))]
+        ids = set()
+        if len(heads):
+            raw = buf[heads[:, None] + np.arange(1, 5)].astype(np.int64)
+            ids = set(np.unique((raw[:, 0] << 24) | (raw[:, 1] << 16) | (raw[:, 2] << 8) | raw[:, 3]).tolist())
+        for sid in ids - set(self._ids):
+            try:
+                text = self.codec._client.get_schema(int(sid)).schema_str or "null"  # noqa: SLF001
+                parsed = fastavro.parse_schema(json.loads(text))
+                self._ids[sid] = fastavro.schema.to_parsing_canonical_form(parsed) == self._canonical
+            except Exception:  # noqa: BLE001 - unknown or unreachable: the reference path says which
+                self._ids[sid] = False
+        return np.array([s for s, ok in self._ids.items() if ok] or [-1], np.int64)
+
+    def decisions(self, msgs: list[Message], unreadable: list[Finding]) -> pa.Table:
+        buf, starts, ends = _layout(msgs)
+        n = len(msgs)
+        s_start = np.zeros((n, 4), np.int64)
+        s_len = np.zeros((n, 4), np.int64)
+        nums = np.zeros((n, 4), np.int64)
+        null_version = np.zeros(n, np.bool_)
+        outcome_count = np.zeros(n, np.int64)
+        cap = max(16, n * 4)
+        o_start, o_len = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        o_passed, o_reason = np.zeros(cap, np.bool_), np.zeros(cap, np.int8)
+        status = np.ones(n, np.int8)
+        m = _decisions(buf, starts, ends, self._accepted(buf, starts), s_start, s_len, nums, null_version,
+                       outcome_count, o_start, o_len, o_passed, o_reason, status)
+        decoded = status == 0
+        keep = decoded & (nums[:, 0] >= MIN_MS) & (nums[:, 0] <= MAX_MS)
+        every = np.repeat(keep[decoded], outcome_count[decoded])
+        o_start, o_len, o_passed, o_reason = o_start[:m][every], o_len[:m][every], o_passed[:m][every], o_reason[:m][every]
+        m = len(o_start)
+        every = np.ones(m, np.bool_)
+        try:
+            strings = [_strings(buf, s_start[:, f], s_len[:, f], keep) for f in range(4)]
+            reasons = pa.DictionaryArray.from_arrays(pa.array(o_reason[:m], pa.int8(), mask=o_reason[:m] < 0),
+                                                     pa.array(REASONS)).cast(pa.string())
+            outcomes = pa.StructArray.from_arrays(
+                [_strings(buf, o_start[:m], o_len[:m], every), pa.array(o_passed[:m]), reasons],
+                fields=list(columns.OUTCOME))
+        except pa.ArrowInvalid:  # invalid UTF-8 somewhere: let the reference path find and report it
+            return columns.decisions(self.codec, msgs, unreadable)
+        counts = outcome_count[keep]
+        list_offsets = np.zeros(len(counts) + 1, np.int32)
+        np.cumsum(counts, out=list_offsets[1:])
+        kept_nums = nums[keep]
+        fast = pa.Table.from_arrays([
+            strings[0], strings[1], strings[2], pa.array(kept_nums[:, 0]),
+            pa.array(kept_nums[:, 1], mask=null_version[keep]), strings[3],
+            pa.array(kept_nums[:, 2], pa.int32()), pa.array(kept_nums[:, 3]),
+            pa.ListArray.from_arrays(pa.array(list_offsets), outcomes), *_coords(msgs, keep)], schema=columns.DECISIONS)
+        slow = [msg for msg, k in zip(msgs, keep) if not k]
+        return pa.concat_tables([fast, columns.decisions(self.codec, slow, unreadable)]) if slow else fast
+
+
+# Steps of a flat record: (op, column). Strings go to string columns, numbers to number columns.
+STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP = range(7)
+PLANS = {
+    "TrainingRecord": [(STRING, 0), (STRING, 1), (STRING, 2), (STRING, 3), (STRING, 4), (LONG, 0),
+                       (STRING_DOUBLE_MAP, 0), (LONG, 1)],
+    "Contribution": [(STRING, 0), (STRING, 1), (STRING, 2), (STRING, 3), (STRING, 4), (STRING, 5), (LONG, 0),
+                     (NULL_DOUBLE, -1), (NULL_LONG, 1), (LONG, 2), (ENUM, 3), (NULL_ENUM, 4), (STRING, 6), (LONG, 3)],
+}
+ENUM_SIZES = {"Contribution": 4}
+TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2]}  # number columns holding timestamp-millis  # the largest enum a plan reads (tier 2, plan 4 symbols)
+
+
+@nb.njit(cache=True)
+def _flat(buf, starts, ends, ok_ids, plan, enum_limit, s_start, s_len, nums, nulls, map_count,  # type: ignore[no-untyped-def]
+          k_start, k_len, v_start, v_len, v_string, status):
+    m = 0
+    for i in range(starts.shape[0]):
+        pos, end = starts[i], ends[i]
+        status[i] = 1
+        if end - pos < 5 or buf[pos] != 0:
+            continue
+        sid = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
+        known = False
+        for k in ok_ids:
+            if k == sid:
+                known = True
+        if not known:
+            continue
+        pos += 5
+        first = m
+        for step in range(plan.shape[0]):
+            op, col = plan[step, 0], plan[step, 1]
+            if op == 0:
+                s_start[i, col], s_len[i, col], pos = _span(buf, pos, end)
+            elif op == 1:
+                nums[i, col], pos = _long(buf, pos, end)
+            elif op == 2 or op == 3 or op == 5:
+                branch, pos = _long(buf, pos, end)
+                if pos < 0 or branch < 0 or branch > 1:
+                    pos = -1
+                elif branch == 0:
+                    if col >= 0:
+                        nulls[i, col] = True
+                elif op == 3:
+                    pos = pos + 8 if pos + 8 <= end else -1
+                else:
+                    value, pos = _long(buf, pos, end)
+                    if op == 5 and (value < 0 or value >= enum_limit):
+                        pos = -1
+                    if col >= 0:
+                        nums[i, col] = value
+                        nulls[i, col] = False
+            elif op == 4:
+                nums[i, col], pos = _long(buf, pos, end)
+                if nums[i, col] < 0 or nums[i, col] >= enum_limit:
+                    pos = -1
+            elif op == 6:
+                while pos >= 0:
+                    count, pos = _long(buf, pos, end)
+                    if pos < 0 or count == 0:
+                        break
+                    if count < 0:
+                        count = -count
+                        _, pos = _long(buf, pos, end)
+                        if pos < 0:
+                            break
+                    if m - first + count > MAX_FIELDS or m + count > k_start.shape[0]:
+                        pos = -1
+                        break
+                    for _ in range(count):
+                        k_start[m], k_len[m], pos = _span(buf, pos, end)
+                        if pos < 0:
+                            break
+                        branch, pos = _long(buf, pos, end)
+                        if pos < 0 or branch < 0 or branch > 1:
+                            pos = -1
+                            break
+                        v_string[m] = branch == 0
+                        if branch == 0:
+                            v_start[m], v_len[m], pos = _span(buf, pos, end)
+                        else:
+                            v_start[m], v_len[m] = 0, 0
+                            pos = pos + 8 if pos + 8 <= end else -1
+                        if pos < 0:
+                            break
+                        m += 1
+                    if pos < 0:
+                        break
+            if pos < 0:
+                break
+        if pos != end:
+            m = first
+            continue
+        map_count[i] = m - first
+        status[i] = 0
+    return m
+
+
+def _lists(counts: np.ndarray, values: pa.Array) -> pa.Array:
+    offsets = np.zeros(len(counts) + 1, np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+class _Flat:
+    """The kernel's raw output for one chunk of a flat contract."""
+
+    def __init__(self, decoder: FastDecoder, msgs: list[Message]) -> None:
+        plan = PLANS[decoder.codec.contract]
+        self.buf, starts, ends = _layout(msgs)
+        n = len(msgs)
+        strings = 1 + max(c for op, c in plan if op == STRING)
+        numbers = 1 + max([c for op, c in plan if op != STRING] + [0])
+        self.s_start, self.s_len = np.zeros((n, strings), np.int64), np.zeros((n, strings), np.int64)
+        self.nums, self.nulls = np.zeros((n, numbers), np.int64), np.zeros((n, numbers), np.bool_)
+        self.map_count = np.zeros(n, np.int64)
+        cap = max(16, n * 4)
+        self.k_start, self.k_len = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        self.v_start, self.v_len, self.v_string = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.bool_)
+        status = np.ones(n, np.int8)
+        self.m = _flat(self.buf, starts, ends, decoder._accepted(self.buf, starts), np.array(plan, np.int64),
+                       ENUM_SIZES.get(decoder.codec.contract, 0), self.s_start, self.s_len, self.nums, self.nulls,
+                       self.map_count, self.k_start, self.k_len, self.v_start, self.v_len, self.v_string, status)
+        decoded = status == 0
+        keep = decoded.copy()
+        for col in TIMESTAMPS[decoder.codec.contract]:
+            keep &= (self.nums[:, col] >= MIN_MS) & (self.nums[:, col] <= MAX_MS)
+        entries = np.repeat(keep[decoded], self.map_count[decoded])
+        for name in ("k_start", "k_len", "v_start", "v_len", "v_string"):
+            setattr(self, name, getattr(self, name)[:self.m][entries])
+        self.m = int(entries.sum())
+        self.keep = keep
+
+    def string(self, col: int) -> pa.Array:
+        return _strings(self.buf, self.s_start[:, col], self.s_len[:, col], self.keep)
+
+    def number(self, col: int, kind: pa.DataType = pa.int64(), nullable: bool = False) -> pa.Array:
+        return pa.array(self.nums[self.keep, col], kind, mask=self.nulls[self.keep, col] if nullable else None)
+
+
+def _training(decoder: FastDecoder, msgs: list[Message], unreadable: list[Finding]) -> pa.Table:
+    flat = _Flat(decoder, msgs)
+    m = flat.m
+    names = _strings(flat.buf, flat.k_start[:m], flat.k_len[:m], np.ones(m, np.bool_))
+    texts = _strings(flat.buf, flat.v_start[:m], flat.v_len[:m], flat.v_string[:m])
+    counts = flat.map_count[flat.keep]
+    # per record, how many of its map values are strings
+    owner = np.repeat(np.arange(len(counts)), counts)
+    text_counts = np.bincount(owner[flat.v_string[:m]], minlength=len(counts)) if m else np.zeros(len(counts), int)
+    kept = int(flat.keep.sum())
+    topic = pa.array([msgs[0].topic()] * kept, pa.string()) if kept else pa.array([], pa.string())
+    fast = pa.Table.from_arrays([
+        flat.string(0), flat.string(1), flat.string(2), flat.string(3), flat.string(4), flat.number(0),
+        flat.number(1), _lists(counts, names), _lists(text_counts, texts),
+        _lists(np.zeros(kept, np.int64), pa.array([], pa.string())), topic, *_coords(msgs, flat.keep)],
+        schema=columns.TRAINING)
+    slow = [msg for msg, k in zip(msgs, flat.keep) if not k]
+    return pa.concat_tables([fast, columns.training(decoder.codec, slow, unreadable)]) if slow else fast
+
+
+def _contributions(decoder: FastDecoder, msgs: list[Message], unreadable: list[Finding]) -> pa.Table:
+    flat = _Flat(decoder, msgs)
+    fast = pa.Table.from_arrays([
+        flat.string(0), flat.string(1), flat.string(4), flat.string(5), flat.number(2), flat.number(3),
+        flat.number(0), flat.string(2), flat.string(3), *_coords(msgs, flat.keep)], schema=columns.CONTRIBUTIONS)
+    slow = [msg for msg, k in zip(msgs, flat.keep) if not k]
+    return pa.concat_tables([fast, columns.contributions(decoder.codec, slow, unreadable)]) if slow else fast
+
+
+def decoder_for(codec: Codec) -> columns.Decoder | None:
+    """The compiled decoder of ``codec``'s contract, or None where there is none."""
+    fast = FastDecoder(codec)
+    chosen = {"Decision": lambda msgs, bad: fast.decisions(msgs, bad),
+              "TrainingRecord": lambda msgs, bad: _guard(_training, fast, msgs, bad, columns.training),
+              "Contribution": lambda msgs, bad: _guard(_contributions, fast, msgs, bad, columns.contributions),
+              }.get(codec.contract)
+    if chosen is None:
+        return None
+    return lambda _codec, msgs, bad: chosen(msgs, bad)
+
+
+def _guard(run: Any, fast: FastDecoder, msgs: list[Message], bad: list[Finding], reference: Any) -> pa.Table:
+    try:
+        return run(fast, msgs, bad)  # type: ignore[no-any-return]
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere: the reference path finds and reports it
+        return reference(fast.codec, msgs, bad)  # type: ignore[no-any-return]
