@@ -20,12 +20,14 @@ import fastavro
 import numba as nb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 from confluent_kafka import Message
 from consentgate.schemas.codec import Codec
 from consentgate.schemas.contracts import schema_json
 
 from consentgate.audit import columns
 from consentgate.audit.findings import Finding
+from consentgate.audit.history import Change
 
 REASONS = next(f["type"][1]["symbols"] for f in schema_json("Decision")["fields"][4]["type"]["items"]["fields"]
                if f["name"] == "reason")
@@ -275,20 +277,24 @@ class FastDecoder:
         return pa.concat_tables([fast, columns.decisions(self.codec, slow, unreadable)]) if slow else fast
 
 
-# Steps of a flat record: (op, column). Strings go to string columns, numbers to number columns.
-STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP = range(7)
+# (op, column, enum size): strings go to string columns, numbers to number columns (-1: skipped).
+STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP, NULL_STRING, NULL_INT = range(9)
 PLANS = {
-    "TrainingRecord": [(STRING, 0), (STRING, 1), (STRING, 2), (STRING, 3), (STRING, 4), (LONG, 0),
-                       (STRING_DOUBLE_MAP, 0), (LONG, 1)],
-    "Contribution": [(STRING, 0), (STRING, 1), (STRING, 2), (STRING, 3), (STRING, 4), (STRING, 5), (LONG, 0),
-                     (NULL_DOUBLE, -1), (NULL_LONG, 1), (LONG, 2), (ENUM, 3), (NULL_ENUM, 4), (STRING, 6), (LONG, 3)],
+    "TrainingRecord": [(STRING, 0, 0), (STRING, 1, 0), (STRING, 2, 0), (STRING, 3, 0), (STRING, 4, 0), (LONG, 0, 0),
+                       (STRING_DOUBLE_MAP, 0, 0), (LONG, 1, 0)],
+    "Contribution": [(STRING, 0, 0), (STRING, 1, 0), (STRING, 2, 0), (STRING, 3, 0), (STRING, 4, 0), (STRING, 5, 0),
+                     (LONG, 0, 0), (NULL_DOUBLE, -1, 0), (NULL_LONG, 1, 0), (LONG, 2, 0), (ENUM, 3, 2),
+                     (NULL_ENUM, 4, 4), (STRING, 6, 0), (LONG, 3, 0)],
+    "ConsentChange": [(STRING, 0, 0), (STRING, 1, 0), (ENUM, 0, 5), (NULL_STRING, 2, 0), (NULL_STRING, 3, 0),
+                      (LONG, 1, 0), (STRING, 4, 0), (NULL_INT, 2, 0), (NULL_STRING, 5, 0), (NULL_STRING, 6, 0),
+                      (NULL_LONG, 3, 0), (NULL_ENUM, 4, 2), (NULL_ENUM, 5, 4), (LONG, 6, 0)],
 }
-ENUM_SIZES = {"Contribution": 4}
-TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2]}  # number columns holding timestamp-millis  # the largest enum a plan reads (tier 2, plan 4 symbols)
+TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2], "ConsentChange": [1, 3]}  # timestamp-millis columns
+ACTIONS = next(f["type"]["symbols"] for f in schema_json("ConsentChange")["fields"] if f["name"] == "action")
 
 
 @nb.njit(cache=True)
-def _flat(buf, starts, ends, ok_ids, plan, enum_limit, s_start, s_len, nums, nulls, map_count,  # type: ignore[no-untyped-def]
+def _flat(buf, starts, ends, ok_ids, plan, s_start, s_len, s_null, nums, nulls, map_count,  # type: ignore[no-untyped-def]
           k_start, k_len, v_start, v_len, v_string, status):
     m = 0
     for i in range(starts.shape[0]):
@@ -306,12 +312,21 @@ def _flat(buf, starts, ends, ok_ids, plan, enum_limit, s_start, s_len, nums, nul
         pos += 5
         first = m
         for step in range(plan.shape[0]):
-            op, col = plan[step, 0], plan[step, 1]
+            op, col, enum_limit = plan[step, 0], plan[step, 1], plan[step, 2]
             if op == 0:
                 s_start[i, col], s_len[i, col], pos = _span(buf, pos, end)
+            elif op == 7:
+                branch, pos = _long(buf, pos, end)
+                if pos < 0 or branch < 0 or branch > 1:
+                    pos = -1
+                else:
+                    s_null[i, col] = branch == 0
+                    s_start[i, col], s_len[i, col] = 0, 0
+                    if branch == 1:
+                        s_start[i, col], s_len[i, col], pos = _span(buf, pos, end)
             elif op == 1:
                 nums[i, col], pos = _long(buf, pos, end)
-            elif op == 2 or op == 3 or op == 5:
+            elif op == 2 or op == 3 or op == 5 or op == 8:
                 branch, pos = _long(buf, pos, end)
                 if pos < 0 or branch < 0 or branch > 1:
                     pos = -1
@@ -323,6 +338,8 @@ def _flat(buf, starts, ends, ok_ids, plan, enum_limit, s_start, s_len, nums, nul
                 else:
                     value, pos = _long(buf, pos, end)
                     if op == 5 and (value < 0 or value >= enum_limit):
+                        pos = -1
+                    if op == 8 and (value < -2147483648 or value > 2147483647):
                         pos = -1
                     if col >= 0:
                         nums[i, col] = value
@@ -386,9 +403,10 @@ class _Flat:
         plan = PLANS[decoder.codec.contract]
         self.buf, starts, ends = _layout(msgs)
         n = len(msgs)
-        strings = 1 + max(c for op, c in plan if op == STRING)
-        numbers = 1 + max([c for op, c in plan if op != STRING] + [0])
+        strings = 1 + max(c for op, c, _ in plan if op in (STRING, NULL_STRING))
+        numbers = 1 + max([c for op, c, _ in plan if op not in (STRING, NULL_STRING)] + [0])
         self.s_start, self.s_len = np.zeros((n, strings), np.int64), np.zeros((n, strings), np.int64)
+        self.s_null = np.zeros((n, strings), np.bool_)
         self.nums, self.nulls = np.zeros((n, numbers), np.int64), np.zeros((n, numbers), np.bool_)
         self.map_count = np.zeros(n, np.int64)
         cap = max(16, n * 4)
@@ -396,7 +414,7 @@ class _Flat:
         self.v_start, self.v_len, self.v_string = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.bool_)
         status = np.ones(n, np.int8)
         self.m = _flat(self.buf, starts, ends, decoder._accepted(self.buf, starts), np.array(plan, np.int64),
-                       ENUM_SIZES.get(decoder.codec.contract, 0), self.s_start, self.s_len, self.nums, self.nulls,
+                       self.s_start, self.s_len, self.s_null, self.nums, self.nulls,
                        self.map_count, self.k_start, self.k_len, self.v_start, self.v_len, self.v_string, status)
         decoded = status == 0
         keep = decoded.copy()
@@ -408,8 +426,11 @@ class _Flat:
         self.m = int(entries.sum())
         self.keep = keep
 
-    def string(self, col: int) -> pa.Array:
-        return _strings(self.buf, self.s_start[:, col], self.s_len[:, col], self.keep)
+    def string(self, col: int, nullable: bool = False) -> pa.Array:
+        values = _strings(self.buf, self.s_start[:, col], self.s_len[:, col], self.keep)
+        if not nullable:
+            return values
+        return pa.compute.if_else(pa.array(self.s_null[self.keep, col]), pa.scalar(None, pa.string()), values)
 
     def number(self, col: int, kind: pa.DataType = pa.int64(), nullable: bool = False) -> pa.Array:
         return pa.array(self.nums[self.keep, col], kind, mask=self.nulls[self.keep, col] if nullable else None)
@@ -444,12 +465,26 @@ def _contributions(decoder: FastDecoder, msgs: list[Message], unreadable: list[F
     return pa.concat_tables([fast, columns.contributions(decoder.codec, slow, unreadable)]) if slow else fast
 
 
+def _changes(decoder: FastDecoder, msgs: list[Message], unreadable: list[Finding]) -> list[Change]:
+    flat = _Flat(decoder, msgs)
+    kept = [m for m, k in zip(msgs, flat.keep) if k]
+    nums, nulls = flat.nums[flat.keep].tolist(), flat.nulls[flat.keep].tolist()
+    out = [Change(user, n[6], ACTIONS[n[0]], category, purpose, n[1], None if z[3] else n[3], None if z[2] else n[2],
+                  receipt, msg.timestamp()[1], columns.where(msg))
+           for user, category, purpose, receipt, n, z, msg in zip(
+               flat.string(1).to_pylist(), flat.string(2, True).to_pylist(), flat.string(3, True).to_pylist(),
+               flat.string(0).to_pylist(), nums, nulls, kept)]
+    slow = [msg for msg, k in zip(msgs, flat.keep) if not k]
+    return out + columns.changes(decoder.codec, slow, unreadable) if slow else out
+
+
 def decoder_for(codec: Codec) -> columns.Decoder | None:
     """The compiled decoder of ``codec``'s contract, or None where there is none."""
     fast = FastDecoder(codec)
     chosen = {"Decision": lambda msgs, bad: fast.decisions(msgs, bad),
               "TrainingRecord": lambda msgs, bad: _guard(_training, fast, msgs, bad, columns.training),
               "Contribution": lambda msgs, bad: _guard(_contributions, fast, msgs, bad, columns.contributions),
+              "ConsentChange": lambda msgs, bad: _guard(_changes, fast, msgs, bad, columns.changes),
               }.get(codec.contract)
     if chosen is None:
         return None

@@ -75,8 +75,9 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
             Store(options.work_dir, options.memory_limit) as store:
         codecs = Codecs(registry)
         changes = []
+        decode_changes = fastdecode.decoder_for(codecs["ConsentChange"]) or columns.changes
         for chunk in read_chunks(settings, adm, topics.consent_changes, None, options.chunk):
-            changes.extend(columns.changes(codecs["ConsentChange"], chunk, unreadable))
+            changes.extend(decode_changes(codecs["ConsentChange"], chunk, unreadable))
         read[topics.consent_changes] = len(changes)
         history = rebuild(changes)
         del changes

@@ -60,8 +60,7 @@ class Scripted:
 
     def consent(self, *requests: ConsentRequest) -> None:
         with ConsentWriter(self.settings, self.catalog) as writer:
-            for request in requests:
-                writer.apply([request])
+            writer.apply(list(requests))  # one transaction per partition, versions in the order given
 
     def activity(self, events: list[ActivityEvent], timestamp: int | None = None) -> list[tuple[int, int]]:
         """Publish events; returns their (partition, offset)."""
@@ -80,8 +79,11 @@ class Scripted:
         """What a correct gate writes for every input so far."""
         now = decided_at or datetime.fromtimestamp(time.time_ns() // 1_000_000 / 1000, timezone.utc)
         with ConsentWriter(self.settings, self.catalog) as writer:
+            shown: dict[str, Any] = {}
             for event, partition, offset in self.inputs:
-                consent = writer.show(event.user_id)
+                if event.user_id not in shown:
+                    shown[event.user_id] = writer.show(event.user_id)
+                consent = shown[event.user_id]
                 decision = decide(event, consent, self.catalog, now)
                 self.decision_outputs(event, decision, consent, now, partition, offset)
 
