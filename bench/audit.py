@@ -114,6 +114,7 @@ def main() -> None:
     rows = []
     for size in [int(x) for x in args.decisions.split(",")]:
         bench = workbench(partitions=3)
+        print(f"     topic prefix {bench.settings.topic_prefix}", flush=True)
         t = timed(f"{size:,} decisions: consent for {args.users:,} users")
         load_consent(bench, args.users)
         timed(f"writing {size:,} inputs and a correct gate's outputs")

@@ -7,6 +7,7 @@ Parameters: ``$activity`` (the input topic), ``$allowance`` and ``$res`` (consen
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import duckdb
@@ -36,26 +37,24 @@ PREPARE = [
        WHERE b.boundary <= d.in_offset GROUP BY d.rid""",
     """CREATE TABLE erase_seen AS SELECT d.rid, max(v.version) AS erase_version FROM d JOIN versions v
        ON v.user_id = d.user_id AND v.action = 'erase' AND v.appended_at <= d.decided_at GROUP BY d.rid""",
-    """CREATE TABLE st0 AS SELECT d.*, coalesce(f.floor, 0) AS floor, f.floor_action, e.erase_version,
-       vv.version IS NOT NULL AS version_exists, coalesce(vv.erased, false) AS version_erased
-       FROM d LEFT JOIN floors f USING (rid) LEFT JOIN erase_seen e USING (rid)
-       LEFT JOIN versions vv ON vv.user_id = d.user_id AND vv.version = d.consent_version""",
     # the states the gate may have held: no record (or a compacted erasure), erased, or the named version
-    """CREATE TABLE st AS SELECT *,
-       CASE WHEN consent_version IS NULL
-            THEN NOT (floor = 0 OR coalesce(floor_action = 'erase', false) OR coalesce(erase_version >= floor, false))
-            ELSE consent_version < floor END AS stale
-       FROM st0""",
     """CREATE TABLE st2 AS SELECT *,
        CASE WHEN consent_version IS NULL THEN stale OR floor = 0 OR coalesce(floor_action = 'erase', false)
             ELSE NOT version_exists END AS may_none,
        CASE WHEN consent_version IS NULL THEN stale OR coalesce(erase_version >= floor, false)
             ELSE version_erased END AS may_erased,
-       consent_version IS NOT NULL AND version_exists AND NOT version_erased AS may_present,
-       category IN (SELECT category FROM categories) AS category_known
-       FROM st""",
+       consent_version IS NOT NULL AND version_exists AND NOT version_erased AS may_present
+       FROM (SELECT *, CASE WHEN consent_version IS NULL
+            THEN NOT (floor = 0 OR coalesce(floor_action = 'erase', false) OR coalesce(erase_version >= floor, false))
+            ELSE consent_version < floor END AS stale FROM (
+         SELECT d.rid, d.event_id, d.user_id, d.category, d.decided_at, d.consent_version, d.in_partition,
+                d.in_offset, coalesce(f.floor, 0) AS floor, f.floor_action, e.erase_version,
+                vv.version IS NOT NULL AS version_exists, coalesce(vv.erased, false) AS version_erased,
+                d.category IN (SELECT category FROM categories) AS category_known
+         FROM d LEFT JOIN floors f USING (rid) LEFT JOIN erase_seen e USING (rid)
+         LEFT JOIN versions vv ON vv.user_id = d.user_id AND vv.version = d.consent_version))""",
     """CREATE TABLE oc AS SELECT rid, u.purpose AS purpose, u.passed AS passed, u.reason AS reason,
-       count(*) OVER (PARTITION BY rid, u.purpose) AS copies FROM (SELECT rid, unnest(outcomes) AS u FROM st2)""",
+       count(*) OVER (PARTITION BY rid, u.purpose) AS copies FROM (SELECT rid, unnest(outcomes) AS u FROM d)""",
     """CREATE TABLE ex AS SELECT st2.rid, u.purpose FROM st2 JOIN uses u ON u.category = st2.category
        UNION ALL SELECT st2.rid, p.purpose FROM st2 JOIN purposes p ON NOT st2.category_known""",
     # every passing outcome of every decision read (in range or not), with the keyed hashes it owes
@@ -69,11 +68,11 @@ PREPARE = [
     """CREATE TABLE by_record AS SELECT purpose, record_id, any_value(event_id) AS event_id,
        any_value(user_id) AS user_id, any_value(pseudonym) AS pseudonym, any_value(category) AS category,
        any_value(consent_version) AS consent_version, bool_or(in_scope) AS in_scope,
-       count(DISTINCT (in_partition, in_offset)) AS inputs FROM passes GROUP BY purpose, record_id""",
+       count(DISTINCT hash(in_partition, in_offset)) AS inputs FROM passes GROUP BY purpose, record_id""",
     """CREATE TABLE by_event AS SELECT event_id, purpose, any_value(record_id) AS record_id,
        any_value(user_id) AS user_id, any_value(category) AS category,
        any_value(consent_version) AS consent_version, bool_or(in_scope) AS in_scope,
-       count(DISTINCT (in_partition, in_offset)) AS inputs FROM passes GROUP BY event_id, purpose""",
+       count(DISTINCT hash(in_partition, in_offset)) AS inputs FROM passes GROUP BY event_id, purpose""",
     """CREATE TABLE occ AS SELECT event_id, purpose, min(occurred_at) AS occurred_at FROM (
        SELECT event_id, purpose, occurred_at FROM contributions
        UNION ALL SELECT b.event_id, t.purpose, t.occurred_at FROM training t
@@ -198,9 +197,12 @@ FINDINGS: list[tuple[Kind, str]] = [
 ]
 
 
-def prepare(db: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> None:
+def prepare(db: duckdb.DuckDBPyConnection, params: dict[str, Any], timings: dict[str, float] | None = None) -> None:
     for statement in PREPARE:
+        started = time.monotonic()
         db.execute(statement, _used(statement, params))
+        if timings is not None:
+            timings[statement.split()[2]] = time.monotonic() - started
 
 
 def findings(db: duckdb.DuckDBPyConnection, params: dict[str, Any]) -> list[Finding]:

@@ -113,7 +113,8 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
         if options.ledger_url is not None:
             from consentgate.audit.ledger import compare_ledger
 
-            ledger, ledger_findings = compare_ledger(store.db, options.ledger_url)
+            ledger, ledger_findings = compare_ledger(store.db, options.ledger_url,
+                                                     options.from_ms is None and options.to_ms is None)
             found += ledger_findings
         stamp = timestamp_types(adm, [topics.activity, topics.consent_changes])
         notes = [f"{topic} timestamps are {kind}" + ("" if kind == "LogAppendTime" else

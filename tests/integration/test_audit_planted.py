@@ -299,3 +299,34 @@ def test_decided_with_consent_older_than_a_committed_revocation(scripted: Script
     assert named(report) == [("stale_consent", "e-late", None)]
     assert report.findings[0].detail == ("decided with consent v1 although v2 was committed before the input was "
                                          "appended")
+
+
+def test_contributions_against_the_ledger(make_settings: SettingsFactory, catalog: Catalog, ledger_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from consentgate.connectors.ledger import connect
+    from consentgate.connectors.topics import create_topics
+    from consentgate.connectors.kafka import admin
+    from consentgate.streams.metering import MeteringWorker
+
+    settings = make_settings(ledger_url=ledger_url)
+    create_topics(settings, admin(settings), catalog)
+    made = world(settings, catalog, TopicNames.of(settings, catalog))
+    try:
+        made.publish()
+        connect(ledger_url).dispose()
+        MeteringWorker(settings, catalog).run(idle_exit_s=2.0)
+        clean = made.audit(ledger_url=ledger_url)
+        assert clean.findings == [] and clean.ledger == {"credited": 4, "contributions": 4}
+        engine = create_engine(ledger_url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:  # a credit lost, and another credited to someone else
+            conn.execute(text("DELETE FROM valuations WHERE event_id = 'e-click'"))
+            conn.execute(text("DELETE FROM contributions WHERE event_id = 'e-click'"))
+            conn.execute(text("UPDATE contributions SET user_id = 'u-thief' WHERE event_id = 'e-search'"))
+        engine.dispose()
+        report = made.audit(ledger_url=ledger_url)
+        assert named(report) == [("ledger_mismatch", "e-click", REC), ("ledger_mismatch", "e-search", ADS)]
+        assert report.findings[1].detail == ("the ledger credits u-thief 1 units under v4, the contribution says "
+                                             "u-ok 1 units under v4")
+    finally:
+        made.codecs.client.close()
