@@ -135,7 +135,8 @@ FINDINGS: list[tuple[Kind, str]] = [
           || ' (' || (last - first + 1) || ')' END, 'input ' || p || '@' || first
         FROM gaps WHERE first IS NOT NULL AND last >= first"""),
     # training records
-    (Kind.UNJUSTIFIED_OUTPUT, f"""SELECT NULL, t.purpose, 'a training record (record_id ' || coalesce(t.record_id, 'none')
+    (Kind.UNJUSTIFIED_OUTPUT, f"""SELECT NULL, t.purpose,
+        'a training record (record_id ' || coalesce(t.record_id, 'none')
         || ') without a passing decision', {_WHERE_T} FROM training t
         ANTI JOIN by_record b ON b.purpose = t.purpose AND b.record_id = t.record_id"""),
     (Kind.UNKEPT_FIELD, f"""SELECT b.event_id, t.purpose, 'training record holds field ' || t.name || ', which '
@@ -193,7 +194,8 @@ FINDINGS: list[tuple[Kind, str]] = [
         ANTI JOIN retractions r ON r.purpose = e.purpose AND r.pseudonym = e.pseudonym
           AND (r.consent_version = e.version OR (r.consent_version IS NULL AND r.receipt_id = e.receipt_id))"""),
     (Kind.KEY_MISMATCH, """SELECT NULL, purpose, 'retraction key_id ' || key_id || ' is not the secret''s key id',
-        'training.retractions[' || part || ']@' || off FROM retractions WHERE key_id IS NOT NULL AND key_id <> $key_id"""),
+        'training.retractions[' || part || ']@' || off FROM retractions
+        WHERE key_id IS NOT NULL AND key_id <> $key_id"""),
 ]
 
 

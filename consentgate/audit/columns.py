@@ -102,7 +102,8 @@ def training(codec: Codec, msgs: list[Message], unreadable: list[Finding]) -> pa
     for msg, t in _decoded(codec, msgs, unreadable):
         fields = t.get("fields") or {}
         rows.append((t["pseudonym"], t.get("record_id"), t.get("key_id"), t["purpose"], t["category"],
-                     ms(t["occurred_at"]), t["consent_version"], list(fields), [v for v in fields.values() if isinstance(v, str)],
+                     ms(t["occurred_at"]), t["consent_version"], list(fields),
+                     [v for v in fields.values() if isinstance(v, str)],
                      [name for name in RAW_ID_FIELDS if t.get(name)], msg.topic(), *_coords(msg)))
     return _table(TRAINING, rows)
 

@@ -1,4 +1,4 @@
-"""Columnar decoding of the three big audited contracts, compiled with numba.
+"""Columnar decoding of the audited contracts through compiled kernels (``kernels``), into Arrow.
 
 The reference path (``columns``) decodes one record at a time through the project's codecs,
 about 10-400 µs a record in Python: too slow for millions. Here a chunk's values are laid end
@@ -17,7 +17,6 @@ import json
 from typing import Any
 
 import fastavro
-import numba as nb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
@@ -27,166 +26,16 @@ from consentgate.schemas.contracts import schema_json
 
 from consentgate.audit import columns
 from consentgate.audit.findings import Finding
+from consentgate.audit.kernels import (
+    ENUM, LONG, NULL_DOUBLE, NULL_ENUM, NULL_INT, NULL_LONG, NULL_STRING, STRING, STRING_DOUBLE_MAP, _decisions,
+    _flat, _gather,
+)
 from consentgate.audit.history import Change
 
 REASONS = next(f["type"][1]["symbols"] for f in schema_json("Decision")["fields"][4]["type"]["items"]["fields"]
                if f["name"] == "reason")
 # timestamp-millis the reference decoder can represent (datetime years 1..9999); others take its path
 MIN_MS, MAX_MS = -62135596800000, 253402300799999
-MAX_OUTCOMES = 64  # per record; a record with more takes the reference path
-MAX_FIELDS = 64
-
-
-@nb.njit(cache=True, inline="always")
-def _long(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    """A minimal zig-zag varint of at most 64 bits; position -1 on error."""
-    result = np.uint64(0)
-    shift = 0
-    first = pos
-    while True:
-        if pos >= end or shift > 63:
-            return 0, -1
-        b = buf[pos]
-        pos += 1
-        if shift == 63 and b > 1:
-            return 0, -1  # more than 64 bits
-        result |= np.uint64(b & 0x7F) << np.uint64(shift)
-        if b < 0x80:
-            if b == 0 and pos - first > 1:
-                return 0, -1  # overlong
-            break
-        shift += 7
-    return np.int64(result >> np.uint64(1)) ^ -np.int64(result & np.uint64(1)), pos
-
-
-@nb.njit(cache=True, inline="always")
-def _span(buf: Any, pos: int, end: int) -> tuple[int, int, int]:
-    """A string: (start, length, position after); position -1 on error."""
-    n, pos = _long(buf, pos, end)
-    if pos < 0 or n < 0 or pos + n > end:
-        return 0, 0, -1
-    return pos, n, pos + n
-
-
-@nb.njit(cache=True)
-def _decisions(buf, starts, ends, ok_ids, s_start, s_len, nums, null_version, outcome_count,
-               o_start, o_len, o_passed, o_reason, status):  # type: ignore[no-untyped-def]
-    """Fields per record: strings event_id, user_id, category, in_topic; nums decided_at, consent_version,
-    in_partition, in_offset."""
-    m = 0
-    for i in range(starts.shape[0]):
-        pos, end = starts[i], ends[i]
-        status[i] = 1
-        if end - pos < 5 or buf[pos] != 0:
-            continue
-        sid = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
-        known = False
-        for k in ok_ids:
-            if k == sid:
-                known = True
-        if not known:
-            continue
-        pos += 5
-        bad = False
-        for f in range(3):
-            s_start[i, f], s_len[i, f], pos = _span(buf, pos, end)
-            if pos < 0:
-                bad = True
-                break
-        if bad:
-            continue
-        nums[i, 0], pos = _long(buf, pos, end)
-        if pos < 0:
-            continue
-        first = m
-        while True:
-            count, pos = _long(buf, pos, end)
-            if pos < 0:
-                bad = True
-                break
-            if count == 0:
-                break
-            if count < 0:
-                count = -count
-                _, pos = _long(buf, pos, end)  # the block's byte size
-                if pos < 0:
-                    bad = True
-                    break
-            if m - first + count > MAX_OUTCOMES or m + count > o_start.shape[0]:
-                bad = True
-                break
-            for _ in range(count):
-                o_start[m], o_len[m], pos = _span(buf, pos, end)
-                if pos < 0 or pos >= end or buf[pos] > 1:
-                    bad = True
-                    break
-                o_passed[m] = buf[pos] == 1
-                pos += 1
-                branch, pos = _long(buf, pos, end)
-                if pos < 0 or branch < 0 or branch > 1:
-                    bad = True
-                    break
-                o_reason[m] = -1
-                if branch == 1:
-                    reason, pos = _long(buf, pos, end)
-                    if pos < 0 or reason < 0 or reason >= 7:
-                        bad = True
-                        break
-                    o_reason[m] = reason
-                m += 1
-            if bad:
-                break
-        if bad:
-            m = first
-            continue
-        branch, pos = _long(buf, pos, end)
-        if pos < 0 or branch < 0 or branch > 1:
-            m = first
-            continue
-        null_version[i] = branch == 0
-        nums[i, 1] = 0
-        if branch == 1:
-            nums[i, 1], pos = _long(buf, pos, end)
-            if pos < 0:
-                m = first
-                continue
-        s_start[i, 3], s_len[i, 3], pos = _span(buf, pos, end)
-        if pos < 0:
-            m = first
-            continue
-        nums[i, 2], pos = _long(buf, pos, end)
-        if pos < 0 or nums[i, 2] < -2147483648 or nums[i, 2] > 2147483647:
-            m = first
-            continue
-        nums[i, 3], pos = _long(buf, pos, end)
-        if pos != end:  # also catches an error (-1) and trailing bytes
-            m = first
-            continue
-        outcome_count[i] = m - first
-        status[i] = 0
-    return m
-
-
-@nb.njit(cache=True)
-def _gather(buf, starts, lens, keep):  # type: ignore[no-untyped-def]
-    """Copy the kept spans end to end: (data, int32 offsets)."""
-    n = 0
-    total = 0
-    for i in range(starts.shape[0]):
-        if keep[i]:
-            n += 1
-            total += lens[i]
-    data = np.empty(total, np.uint8)
-    offsets = np.zeros(n + 1, np.int32)
-    j = 0
-    at = 0
-    for i in range(starts.shape[0]):
-        if keep[i]:
-            data[at:at + lens[i]] = buf[starts[i]:starts[i] + lens[i]]
-            at += lens[i]
-            j += 1
-            offsets[j] = at
-    return data, offsets
 
 
 def _strings(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, keep: np.ndarray) -> pa.Array:
@@ -252,7 +101,8 @@ class FastDecoder:
         decoded = status == 0
         keep = decoded & (nums[:, 0] >= MIN_MS) & (nums[:, 0] <= MAX_MS)
         every = np.repeat(keep[decoded], outcome_count[decoded])
-        o_start, o_len, o_passed, o_reason = o_start[:m][every], o_len[:m][every], o_passed[:m][every], o_reason[:m][every]
+        o_start, o_len = o_start[:m][every], o_len[:m][every]
+        o_passed, o_reason = o_passed[:m][every], o_reason[:m][every]
         m = len(o_start)
         every = np.ones(m, np.bool_)
         try:
@@ -277,8 +127,6 @@ class FastDecoder:
         return pa.concat_tables([fast, columns.decisions(self.codec, slow, unreadable)]) if slow else fast
 
 
-# (op, column, enum size): strings go to string columns, numbers to number columns (-1: skipped).
-STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP, NULL_STRING, NULL_INT = range(9)
 PLANS = {
     "TrainingRecord": [(STRING, 0, 0), (STRING, 1, 0), (STRING, 2, 0), (STRING, 3, 0), (STRING, 4, 0), (LONG, 0, 0),
                        (STRING_DOUBLE_MAP, 0, 0), (LONG, 1, 0)],
@@ -291,103 +139,6 @@ PLANS = {
 }
 TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2], "ConsentChange": [1, 3]}  # timestamp-millis columns
 ACTIONS = next(f["type"]["symbols"] for f in schema_json("ConsentChange")["fields"] if f["name"] == "action")
-
-
-@nb.njit(cache=True)
-def _flat(buf, starts, ends, ok_ids, plan, s_start, s_len, s_null, nums, nulls, map_count,  # type: ignore[no-untyped-def]
-          k_start, k_len, v_start, v_len, v_string, status):
-    m = 0
-    for i in range(starts.shape[0]):
-        pos, end = starts[i], ends[i]
-        status[i] = 1
-        if end - pos < 5 or buf[pos] != 0:
-            continue
-        sid = (buf[pos + 1] << 24) | (buf[pos + 2] << 16) | (buf[pos + 3] << 8) | buf[pos + 4]
-        known = False
-        for k in ok_ids:
-            if k == sid:
-                known = True
-        if not known:
-            continue
-        pos += 5
-        first = m
-        for step in range(plan.shape[0]):
-            op, col, enum_limit = plan[step, 0], plan[step, 1], plan[step, 2]
-            if op == 0:
-                s_start[i, col], s_len[i, col], pos = _span(buf, pos, end)
-            elif op == 7:
-                branch, pos = _long(buf, pos, end)
-                if pos < 0 or branch < 0 or branch > 1:
-                    pos = -1
-                else:
-                    s_null[i, col] = branch == 0
-                    s_start[i, col], s_len[i, col] = 0, 0
-                    if branch == 1:
-                        s_start[i, col], s_len[i, col], pos = _span(buf, pos, end)
-            elif op == 1:
-                nums[i, col], pos = _long(buf, pos, end)
-            elif op == 2 or op == 3 or op == 5 or op == 8:
-                branch, pos = _long(buf, pos, end)
-                if pos < 0 or branch < 0 or branch > 1:
-                    pos = -1
-                elif branch == 0:
-                    if col >= 0:
-                        nulls[i, col] = True
-                elif op == 3:
-                    pos = pos + 8 if pos + 8 <= end else -1
-                else:
-                    value, pos = _long(buf, pos, end)
-                    if op == 5 and (value < 0 or value >= enum_limit):
-                        pos = -1
-                    if op == 8 and (value < -2147483648 or value > 2147483647):
-                        pos = -1
-                    if col >= 0:
-                        nums[i, col] = value
-                        nulls[i, col] = False
-            elif op == 4:
-                nums[i, col], pos = _long(buf, pos, end)
-                if nums[i, col] < 0 or nums[i, col] >= enum_limit:
-                    pos = -1
-            elif op == 6:
-                while pos >= 0:
-                    count, pos = _long(buf, pos, end)
-                    if pos < 0 or count == 0:
-                        break
-                    if count < 0:
-                        count = -count
-                        _, pos = _long(buf, pos, end)
-                        if pos < 0:
-                            break
-                    if m - first + count > MAX_FIELDS or m + count > k_start.shape[0]:
-                        pos = -1
-                        break
-                    for _ in range(count):
-                        k_start[m], k_len[m], pos = _span(buf, pos, end)
-                        if pos < 0:
-                            break
-                        branch, pos = _long(buf, pos, end)
-                        if pos < 0 or branch < 0 or branch > 1:
-                            pos = -1
-                            break
-                        v_string[m] = branch == 0
-                        if branch == 0:
-                            v_start[m], v_len[m], pos = _span(buf, pos, end)
-                        else:
-                            v_start[m], v_len[m] = 0, 0
-                            pos = pos + 8 if pos + 8 <= end else -1
-                        if pos < 0:
-                            break
-                        m += 1
-                    if pos < 0:
-                        break
-            if pos < 0:
-                break
-        if pos != end:
-            m = first
-            continue
-        map_count[i] = m - first
-        status[i] = 0
-    return m
 
 
 def _lists(counts: np.ndarray, values: pa.Array) -> pa.Array:
@@ -411,7 +162,8 @@ class _Flat:
         self.map_count = np.zeros(n, np.int64)
         cap = max(16, n * 4)
         self.k_start, self.k_len = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
-        self.v_start, self.v_len, self.v_string = np.zeros(cap, np.int64), np.zeros(cap, np.int64), np.zeros(cap, np.bool_)
+        self.v_start, self.v_len = np.zeros(cap, np.int64), np.zeros(cap, np.int64)
+        self.v_string = np.zeros(cap, np.bool_)
         status = np.ones(n, np.int8)
         self.m = _flat(self.buf, starts, ends, decoder._accepted(self.buf, starts), np.array(plan, np.int64),
                        self.s_start, self.s_len, self.s_null, self.nums, self.nulls,

@@ -37,7 +37,8 @@ FINDINGS = [
 ]
 
 
-def compare_ledger(db: duckdb.DuckDBPyConnection, url: str, whole_history: bool) -> tuple[dict[str, Any], list[Finding]]:
+def compare_ledger(db: duckdb.DuckDBPyConnection, url: str, whole_history: bool
+                   ) -> tuple[dict[str, Any], list[Finding]]:
     """Load the ledger's credits next to the topics' contributions and compare them."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

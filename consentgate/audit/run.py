@@ -156,7 +156,8 @@ def _summarise(store: Store, settings: Settings, catalog: Catalog, scope: dict[s
 
 
 def _withdrawals(store: Store) -> list[dict[str, Any]]:
-    span = store.db.execute("SELECT min(changed_at), max(changed_at) FROM versions WHERE action IN ('revoke', 'erase')").fetchone()
+    span = store.db.execute("SELECT min(changed_at), max(changed_at) FROM versions "
+                            "WHERE action IN ('revoke', 'erase')").fetchone()
     if span is None or span[0] is None:
         return []
     width = max(1000, -(-(span[1] - span[0] + 1) // 40))  # at most 40 bars

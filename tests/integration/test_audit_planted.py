@@ -22,7 +22,6 @@ from consentgate.schemas.records import activity_to_avro
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.outputs import decision_record
 
-from consentgate.audit.findings import Finding
 from consentgate.audit.report import AuditReport
 from consentgate.audit.run import AuditOptions, run_audit
 from consentgate.catalog import Catalog
@@ -123,7 +122,8 @@ class Scripted:
         assert self.out.flush(30) == 0
 
     def find(self, contract: str, **match: Any) -> Output:
-        hits = [o for o in self.outputs if o.contract == contract and all(o.value.get(k) == v for k, v in match.items())]
+        hits = [o for o in self.outputs
+                if o.contract == contract and all(o.value.get(k) == v for k, v in match.items())]
         assert len(hits) == 1, (contract, match, len(hits))
         return hits[0]
 

@@ -112,7 +112,8 @@ changes = st.fixed_dictionaries({
     "expires_at": st.one_of(st.none(), longs), "tier": st.one_of(st.none(), st.sampled_from(["free", "data_sharing"])),
     "plan": st.one_of(st.none(), st.sampled_from(["per_unit", "revenue_share", "credits", "dividend"])),
     "consent_version": longs})
-REFERENCE = {"ConsentChange": columns.changes, "Decision": columns.decisions, "TrainingRecord": columns.training, "Contribution": columns.contributions}
+REFERENCE = {"ConsentChange": columns.changes, "Decision": columns.decisions,  # the reference decoders
+            "TrainingRecord": columns.training, "Contribution": columns.contributions}
 
 
 def both(contract: str, values: list[bytes]) -> tuple[list[str], list[str], list[Finding], list[Finding]]:
@@ -124,8 +125,11 @@ def both(contract: str, values: list[bytes]) -> tuple[list[str], list[str], list
     slow_bad: list[Finding] = []
     got = fast(codec, msgs, fast_bad)  # type: ignore[arg-type]
     want = REFERENCE[contract](codec, msgs, slow_bad)  # type: ignore[arg-type]
-    key = (lambda t: sorted(json.dumps(r, sort_keys=True) for r in (t if isinstance(t, list) else t.to_pylist())))
-    return key(got), key(want), fast_bad, slow_bad
+    return rows(got), rows(want), fast_bad, slow_bad
+
+
+def rows(table: Any) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True) for r in (table if isinstance(table, list) else table.to_pylist()))
 
 
 def mangled(data: st.DataObject, values: list[bytes]) -> list[bytes]:
