@@ -89,9 +89,9 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
         sources: list[tuple[str, str, str, columns.Decoder, int | None]] = [
             ("decisions", topics.decisions, "Decision", columns.decisions, since),
             ("dead_letters", topics.dlq, "DeadLetter", columns.dead_letters, since),
-            ("contributions", topics.contributions, "Contribution", columns.contributions, options.from_ms),
+            ("contributions", topics.contributions, "Contribution", columns.contributions, since),
             ("retractions", topics.retractions, "Retraction", columns.retractions, since),
-            *[("training", topic, "TrainingRecord", columns.training, options.from_ms)
+            *[("training", topic, "TrainingRecord", columns.training, since)
               for topic in topics.training.values()],
         ]
         compiled = {c: fastdecode.decoder_for(codecs[c]) for c in ("Decision", "TrainingRecord", "Contribution")}

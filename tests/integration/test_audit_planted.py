@@ -330,3 +330,18 @@ def test_contributions_against_the_ledger(make_settings: SettingsFactory, catalo
                                              "u-ok 1 units under v4")
     finally:
         made.codecs.client.close()
+
+
+def test_a_time_range_audits_only_its_inputs(scripted: Scripted) -> None:
+    later = time.time_ns() // 1_000_000 + 60_000  # appended (by its timestamp) a minute from now
+    scripted.inputs = []
+    scripted.activity([ActivityEvent("e-next", "u-ok", "post", datetime.now(timezone.utc), "web", POST),
+                       ActivityEvent("e-next-none", "u-none", "post", datetime.now(timezone.utc), "web", POST)],
+                      timestamp=later)
+    scripted.decide()
+    scripted.publish()
+    report = scripted.audit(from_ms=later - 1000)  # the two later inputs; the rest is read only to match outputs
+    assert (report.findings, report.decisions, report.scope["records"]) == ([], 2, 2)
+    assert sum(r["n"] for r in report.counts) == 2 + 2  # post for GEN and REC, twice
+    before = scripted.audit(to_ms=later - 1000)  # the first eight
+    assert (before.findings, before.decisions, before.scope["records"]) == ([], 8, 8)
