@@ -32,7 +32,7 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.synthetic import user_id
 
 from bench.common import Workbench, timed
-from bench.latency import Observer, latencies_ms, paced_copy, warm_up
+from bench.latency import Observer, arrived, latencies_ms, paced_copy, warm_up
 
 HERE = Path(__file__).resolve().parent
 KSTREAMS = HERE / "kstreams"
@@ -255,7 +255,7 @@ def revocation_latency(bench: Workbench, decisions: str, revocations: int = 20,
             out.flush(5)
             until = time.monotonic() + 0.05
             while time.monotonic() < until:
-                for msg in reader.consume(500, 0.01):
+                for msg in arrived(reader, 500, 0.01):
                     if msg.error() is None:
                         d = parse(msg)
                         waiting = pending.get(d["user_id"])

@@ -61,7 +61,12 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
             return
         if time.monotonic() > deadline:
             raise ReadTimeout(f"no progress reading {sorted(remaining)} to their end for {timeout:.0f}s")
-        msgs = consumer.consume(batch, 0.05)
+        # What is already fetched, at once; otherwise wait for the next record only as long as it takes
+        # to arrive (consume(n, t) would wait the whole t for a batch that the end may never fill).
+        msgs = consumer.consume(batch, 0)
+        if not msgs:
+            first = consumer.poll(0.05)
+            msgs = [] if first is None else [first]
         if msgs:
             deadline = time.monotonic() + timeout
         for msg in msgs:

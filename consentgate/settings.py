@@ -51,10 +51,13 @@ class Settings(BaseSettings):
     group_id: str = "consentgate-gate"
     transactional_id_prefix: str = "consentgate-gate"
     batch_size: int = Field(2000, ge=1, le=100_000)
-    batch_timeout_s: float = Field(0.2, gt=0)
+    batch_timeout_s: float = Field(0.2, gt=0, description="how long an idle fetch waits for a first record")
+    commit_interval_ms: int = Field(25, ge=0, le=60_000, description="how long a transaction may stay open "
+                                    "taking more fetches before it commits (as Kafka Streams' commit.interval.ms)")
     clock_skew_s: float = Field(300.0, ge=0)
     max_record_bytes: int = Field(1_000_000, ge=64)
     metrics_port: int | None = Field(None, ge=0, le=65535)
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
     session_timeout_ms: int = Field(10_000, ge=1000)
     transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"

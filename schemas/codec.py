@@ -145,7 +145,8 @@ class Codec:
             raise UndecodableRecord(f"cannot decode as {self.contract}: {exc}", **coords) from exc
         except Exception as exc:
             if type(exc).__name__ == "SchemaResolutionError":
-                message = f"schema id {schema_id} cannot be read as {self.contract}: {_brief(exc)}"
+                message = (f"cannot decode as {self.contract}: SchemaResolutionError: writer schema "
+                           f"{writer.schema.get('name')} (id {schema_id}) does not resolve to it")
                 self._refuse(schema_id, SchemaMismatch, message, _FOREVER)
                 raise SchemaMismatch(message, **coords) from exc
             raise UndecodableRecord(f"cannot decode as {self.contract}: {type(exc).__name__}: {_brief(exc)}",

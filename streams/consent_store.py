@@ -17,6 +17,7 @@ CORRUPT = b"\xff"  # the record could not be read: the user fails closed
 
 class ConsentStore(Protocol):
     def put(self, user_id: str, value: bytes) -> None: ...
+    def put_many(self, items: list[tuple[str, bytes]]) -> None: ...
     def get(self, user_id: str) -> bytes | None: ...
     def __len__(self) -> int: ...
     def close(self) -> None: ...
@@ -29,6 +30,9 @@ class MemoryStore:
     def put(self, user_id: str, value: bytes) -> None:
         self._data[user_id] = value
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        self._data.update(items)
+
     def get(self, user_id: str) -> bytes | None:
         return self._data.get(user_id)
 
@@ -40,30 +44,42 @@ class MemoryStore:
 
 
 class RocksStore:
-    """On-disk view; rebuilt from consent.state on every start (the topic is the truth)."""
+    """On-disk view; rebuilt from consent.state on every start (the topic is the truth).
+
+    Because it is rebuilt on every start, nothing is written to RocksDB's write-ahead log, and
+    recovery writes in batches without reading first. Its size is RocksDB's estimate of the number
+    of keys (exact for the memory store).
+    """
 
     def __init__(self, path: Path) -> None:
-        from rocksdict import Options, Rdict
+        from rocksdict import Options, Rdict, WriteOptions
 
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self._db = Rdict(str(path), options)
-        self._count = 0
+        no_wal = WriteOptions()
+        no_wal.disable_wal = True
+        self._db.set_write_options(no_wal)
 
     def put(self, user_id: str, value: bytes) -> None:
-        key = user_id.encode()
-        if self._db.get(key) is None:
-            self._count += 1
-        self._db[key] = value
+        self._db[user_id.encode()] = value
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for user_id, value in items:
+            batch.put(user_id.encode(), value)
+        self._db.write(batch)
 
     def get(self, user_id: str) -> bytes | None:
         value = self._db.get(user_id.encode())
         return None if value is None else bytes(value)
 
     def __len__(self) -> int:
-        return self._count
+        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     def close(self) -> None:
         self._db.close()

@@ -32,6 +32,7 @@ from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.consent_view")
 CACHE_SIZE = 200_000
+RECOVERY_BATCH = 10_000
 
 
 class ConsentView:
@@ -74,24 +75,39 @@ class ConsentView:
             self._admin = admin(self._settings)  # may hold stale metadata from before a broker restart
             raise
         applied = 0
-        for msg in read_until(self._consumer, ends, timeout):
-            self._apply(msg, live)
-            applied += 1
+        if live:
+            for msg in read_until(self._consumer, ends, timeout):
+                self._apply(msg)
+                applied += 1
+        else:  # recovering: nothing to compare with, so write in batches
+            pending: list[tuple[str, bytes]] = []
+            for msg in read_until(self._consumer, ends, timeout):
+                key = msg.key()
+                if key is None:
+                    self._corrupt(f"[{msg.partition()}]@{msg.offset()} has no key; ignored")
+                    continue
+                value = msg.value()
+                pending.append((key.decode(errors="replace"), TOMBSTONE if value is None else value))
+                applied += 1
+                if len(pending) >= RECOVERY_BATCH:
+                    self._store.put_many(pending)
+                    pending = []
+            self._store.put_many(pending)
         lag = sum(ends.values()) - sum(max(p.offset, 0) for p in self._consumer.position(self._partitions))
         self._metrics.consent_view_lag.set(max(lag, 0))
         self._metrics.consent_view_size.set(len(self._store))
         return applied
 
-    def _apply(self, msg: Message, live: bool) -> None:
+    def _apply(self, msg: Message) -> None:
         key = msg.key()
         if key is None:
             self._corrupt(f"[{msg.partition()}]@{msg.offset()} has no key; ignored")
             return
         user = key.decode(errors="replace")
-        previous = self.get(user) if live else None
+        previous = self.get(user)
         self._store.put(user, TOMBSTONE if msg.value() is None else msg.value())
         self._cache.pop(user, None)
-        if live and isinstance(previous, ConsentState) and _revokes(previous, self.get(user)):
+        if isinstance(previous, ConsentState) and _revokes(previous, self.get(user)):
             _, ts = msg.timestamp()
             if ts > 0:
                 self._metrics.revocation_latency.observe(max(time.time() - ts / 1000, 0.0))

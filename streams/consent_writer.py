@@ -15,7 +15,6 @@ after that moment is guaranteed to apply the change first.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -23,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Message, Producer, TopicPartition
 from consentgate.connectors.kafka import admin, consumer, partition_for, producer
+from consentgate.connectors.retry import Backoff, Failure, RetryPolicy, abort, classify
 from consentgate.connectors.reader import (
     ReadTimeout,
     partitions_of,
@@ -45,7 +45,9 @@ from consentgate.settings import Settings
 
 log = logging.getLogger("consentgate.consent_writer")
 
-ATTEMPTS = 12
+# Every failure is retried (after releasing what it broke) for up to a minute, with jitter so that
+# two writers fencing each other do not retry in lockstep.
+RETRY = RetryPolicy(Backoff(0.05, 2.0, jitter=True), deadline_s=60.0, retry_on=frozenset(Failure))
 VERSION_HEADER = "consent-version"
 RECEIPT_HEADER = "consent-receipt"
 
@@ -100,6 +102,7 @@ class ConsentWriter:
         finally:
             probe.close()
         self._owned: dict[int, _Owned] = {}
+        self._policy = RETRY
 
     def close(self) -> None:
         for owned in self._owned.values():
@@ -227,19 +230,17 @@ class ConsentWriter:
             raise ConsentRequestError(f"unknown consent action {req.action!r}")
 
     def _commit(self, partition: int, requests: list[ConsentRequest], now: datetime) -> list[dict[str, Any]]:
-        last_error: Exception | None = None
         # Receipts of an attempt whose commit failed with an unknown outcome: a writer fenced while
         # committing may still have committed, so before trying again the re-read partition is checked.
         unsure: list[dict[str, Any]] = []
-        for attempt in range(ATTEMPTS):
+
+        def attempt() -> list[dict[str, Any]]:
+            nonlocal unsure
             try:
                 owned, found = self._acquire(partition, frozenset(r["receipt_id"] for r in unsure))
-            except (KafkaException, ReadTimeout) as exc:  # the broker is away: wait, then take it again
-                last_error = exc
-                self._owned.pop(partition, None)
-                self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
-                time.sleep(min(0.25 * 2 ** attempt, 3.0))
-                continue
+            except (KafkaException, ReadTimeout):  # the broker is away: take the partition again later
+                self._release(partition, fresh_metadata=True)
+                raise
             if unsure and found:
                 if len(found) != len(unsure):  # one transaction: all of it is there or none
                     raise ConsentWriteError(f"partition {partition} holds {len(found)} of {len(unsure)} "
@@ -263,27 +264,28 @@ class ConsentWriter:
                 committing = True
                 prod.commit_transaction(30)  # a failed delivery fails the commit
             except KafkaException as exc:
-                last_error = exc
-                err = exc.args[0]
-                if committing or err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
-                    # Fenced, or the commit's outcome is unknown: take the partition again. Its new
+                failure = classify(exc.args[0])
+                if committing or failure is not Failure.ABORTABLE or not abort(prod):
+                    # Fenced, fatal, or the commit's outcome is unknown: take the partition again. Its new
                     # init_transactions settles the open transaction, and the re-read shows whether it landed.
-                    self._owned.pop(partition, None)
+                    self._release(partition)
                     unsure = receipts if committing else []
-                elif err.txn_requires_abort():
-                    try:
-                        prod.abort_transaction(30)
-                    except KafkaException:  # e.g. fenced while aborting
-                        self._owned.pop(partition, None)
-                elif not err.retriable():
-                    self._owned.pop(partition, None)
-                # Jitter keeps two writers that fence each other from retrying in lockstep.
-                time.sleep(random.uniform(0, min(0.05 * 2 ** attempt, 1.0)))
-                continue
+                raise
             owned.states, owned.versions = states, versions
             self._await_visible(partition)
             return receipts
-        raise ConsentWriteError(f"consent change not committed after {ATTEMPTS} attempts: {last_error}")
+
+        try:
+            return self._policy.run(attempt, what=f"consent change on {self.topics.consent_state}[{partition}]")
+        except (KafkaException, ReadTimeout) as exc:
+            raise ConsentWriteError(f"consent change not committed within {self._policy.deadline_s:.0f}s: "
+                                    f"{exc}") from exc
+
+    def _release(self, partition: int, fresh_metadata: bool = False) -> None:
+        """Give up the partition's producer; it is taken (and the partition re-read) on the next attempt."""
+        self._owned.pop(partition, None)
+        if fresh_metadata:
+            self._admin = admin(self.settings)  # a client can keep stale metadata from before a restart
 
     def _await_visible(self, partition: int, timeout: float = 60.0) -> None:
         """Return once everything written to the partition so far is readable with read_committed.

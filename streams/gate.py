@@ -24,6 +24,17 @@ from confluent_kafka import (
     TopicPartition,
 )
 from consentgate.connectors.kafka import consumer, produce, producer
+from consentgate.connectors.retry import (
+    Backoff,
+    Failure,
+    Pause,
+    RetryPolicy,
+    Stopped,
+    abort,
+    classify,
+    commit,
+    start_producer,
+)
 from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
@@ -53,10 +64,6 @@ from consentgate.settings import Settings
 log = logging.getLogger("consentgate.gate")
 
 
-class Stopping(Exception):
-    """Raised inside a retry loop when the worker was asked to stop."""
-
-
 @dataclass
 class GateStats:
     """What this worker committed; counts only records in committed transactions."""
@@ -75,6 +82,10 @@ class GateStats:
 
 @dataclass
 class _Batch:
+    """What one transaction holds so far: it may span several fetches (up to the commit interval)."""
+
+    started: float  # monotonic time of the fetch that opened it
+    records: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     dlq: Counter[str] = field(default_factory=Counter)
@@ -88,7 +99,7 @@ class Gate:
         self.catalog = catalog
         self.topics = TopicNames.of(settings, catalog)
         self.worker_id = settings.worker_id or socket.gethostname()
-        self.metrics = GateMetrics()
+        self.metrics = GateMetrics(catalog)  # every outcome series starts at 0, so its first increase shows
         self.stats = GateStats()
         self._secret = settings.require_secret()
         self._key_id = key_id(self._secret)
@@ -106,7 +117,15 @@ class Gate:
             "session.timeout.ms": settings.session_timeout_ms,
             "client.id": f"consentgate-gate-{self.worker_id}"})
         self._producer: Producer | None = None
+        self._open: _Batch | None = None  # the open transaction
         self._stopping = False
+        # init_transactions: up to 10 tries, 1 s to 10 s apart; commit: 5 tries; rewinding the input
+        # after a failed batch: until it works or the worker stops (consuming on would skip records).
+        self._init_policy = RetryPolicy(Backoff(1.0, 10.0), attempts=10)
+        self._commit_policy = RetryPolicy(Backoff(0.1, 1.6), attempts=5)
+        self._rewind_policy = RetryPolicy(Backoff(1.0, 10.0), retry_on=frozenset({Failure.RETRIABLE,
+                                                                                   Failure.PERMANENT}))
+        self._pause = Pause(Backoff(0.25, 5.0))  # between retries of a batch the cluster could not take
         self.ready = threading.Event()  # set once the view is recovered and the worker has subscribed
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -117,24 +136,11 @@ class Gate:
 
     def _new_producer(self) -> Producer:
         """A transactional producer; init_transactions fences a previous incarnation of this worker."""
-        for attempt in range(10):
-            if self._stopping:
-                raise Stopping()
-            prod = producer(self.settings, **{
-                "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
-                "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-                "queue.buffering.max.messages": 1_000_000,
-                "client.id": f"consentgate-gate-{self.worker_id}"})
-            try:
-                prod.init_transactions(60)
-                return prod
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.fatal() or attempt == 9 or not (err.retriable() or err.code() == KafkaError._TIMED_OUT):
-                    raise
-                log.warning("init_transactions failed (%s), retrying", err.str())
-                time.sleep(min(2 ** attempt, 10))
-        raise AssertionError("unreachable")
+        return start_producer(lambda: producer(self.settings, **{
+            "transactional.id": f"{self.settings.transactional_id_prefix}-{self.worker_id}",
+            "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+            "queue.buffering.max.messages": 1_000_000,
+            "client.id": f"consentgate-gate-{self.worker_id}"}), self._init_policy, lambda: self._stopping)
 
     def run(self, until_idle: float | None = None) -> GateStats:
         """Decide activity until stopped (or idle for ``until_idle`` seconds)."""
@@ -142,31 +148,60 @@ class Gate:
         self.view.recover()
         log.info("consent view recovered: %d users in %.1fs", len(self.view), time.monotonic() - started)
         if self.settings.metrics_port is not None:
-            self.metrics.serve(self.settings.metrics_port)
+            self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host,
+                               data_dir=self.settings.data_dir, worker=self.worker_id)
         if self._stopping:  # asked to stop while starting: nothing was consumed or written
             self._consumer.close()
             return self.stats
         self._producer = self._new_producer()
-        self._consumer.subscribe([self.topics.activity])
+        self._consumer.subscribe([self.topics.activity], on_revoke=self._on_revoke, on_lost=self._on_lost)
         self.ready.set()
         idle_since = time.monotonic()
         try:
             while not self._stopping:
-                msgs = self._records(self._consumer.consume(self.settings.batch_size, self.settings.batch_timeout_s))
+                msgs = self._fetch(self._wait_s())
                 if msgs:
-                    self._process(msgs)
+                    self._take(msgs)
                     idle_since = time.monotonic()
-                else:
+                elif self._open is None:
                     self._refresh_view()
+                    self.metrics.observe_consumer_lag(self._consumer)
                     if not self._consumer.assignment():
                         idle_since = time.monotonic()  # waiting for partitions is not being idle
                     elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
                         break
-        except Stopping:
+                if self._open is not None and self._commit_due():
+                    self._commit_open()
+            if self._open is not None:  # stopping: commit what was decided
+                self._commit_open()
+        except Stopped:
             log.info("stopped while recovering from an error; uncommitted input will be decided again")
         finally:
             self.close()
         return self.stats
+
+    def _fetch(self, wait_s: float) -> list[Message]:
+        """What has arrived, without waiting for a full batch: take the queued records at once, and when
+        none are queued wait at most ``wait_s`` for the first one (then take whatever came with it)."""
+        msgs = self._consumer.consume(self.settings.batch_size, 0)
+        if not msgs:
+            first = self._consumer.poll(wait_s)
+            if first is None:
+                return []
+            msgs = [first, *self._consumer.consume(self.settings.batch_size - 1, 0)]
+        return self._records(msgs)
+
+    def _wait_s(self) -> float:
+        """How long a fetch may wait: until the open transaction is due, else the idle poll interval."""
+        if self._open is None:
+            return self.settings.batch_timeout_s
+        return max(0.0, self._open.started + self.settings.commit_interval_ms / 1000 - time.monotonic())
+
+    def _commit_due(self) -> bool:
+        batch = self._open
+        assert batch is not None
+        return (batch.records >= self.settings.batch_size
+                or time.monotonic() - batch.started >= self.settings.commit_interval_ms / 1000)
 
     def _records(self, msgs: list[Message]) -> list[Message]:
         """Drop the consumer's error events (they are not records); a fatal one stops the worker."""
@@ -195,12 +230,13 @@ class Gate:
                 self._producer = None
             self.view.close()
             self._registry.close()
+            self.metrics.close()
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _process(self, msgs: list[Message]) -> None:
-        """Decide and commit one fetched batch; outputs are produced as they are decided, so
-        librdkafka ships them while the next records are being decided."""
+    def _take(self, msgs: list[Message]) -> None:
+        """Decide fetched records into the open transaction (opening one if needed); outputs are produced
+        as they are decided, so librdkafka ships them while the next records are being decided."""
         started = time.monotonic()
         if self.stats.first_fetch is None:
             self.stats.first_fetch = started
@@ -213,35 +249,61 @@ class Gate:
             # Without the consent acknowledged before this fetch, nothing may be decided.
             log.warning("consent view cannot catch up, retrying the batch: %s", exc)
             self.metrics.aborts.labels("consent_view").inc()
-            self._rewind()
-            time.sleep(1.0)
+            self._abandon(None)
             return
         try:
-            prod.begin_transaction()
-            batch = self._decide_all(msgs, prod)
-            prod.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
-                self._consumer.consumer_group_metadata(), 60)
-            self._commit_transaction(prod)
+            if self._open is None:
+                prod.begin_transaction()
+                self._open = _Batch(started=started)
+            self._decide_all(msgs, prod, self._open)
         except RegistryUnavailable as exc:
             log.warning("schema registry unavailable, retrying the batch: %s", exc)
             self.metrics.aborts.labels("registry").inc()
-            self._abort_quietly()
-            self._rewind()
-            time.sleep(1.0)
-            return
+            self._abandon(None)
         except KafkaException as exc:
-            self._recover(exc.args[0])
-            return
-        self._account(batch, len(msgs))
-        self.metrics.batch_seconds.observe(time.monotonic() - started)
+            self._abandon(exc.args[0])
 
-    def _decide_all(self, msgs: list[Message], prod: Producer) -> _Batch:
+    def _commit_open(self) -> bool:
+        """Commit the open transaction with its input offsets; False when it had to be abandoned."""
+        batch, prod = self._open, self._producer
+        assert batch is not None and prod is not None
+        try:
+            prod.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()],
+                self._consumer.consumer_group_metadata(), 60)
+            commit(prod, self._commit_policy)
+        except KafkaException as exc:
+            self._abandon(exc.args[0])
+            return False
+        self._open = None
+        self._pause.after_success()
+        self._account(batch)
+        self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
+        return True
+
+    def _abandon(self, err: KafkaError | None, rewind: bool = True) -> None:
+        """Give up the open transaction (if any) and its input: undo, then back off before trying again."""
+        self._open = None
+        self._undo(err, rewind)
+        if rewind:
+            self._pause.after_failure()
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving this worker: commit what was decided from them while they are ours."""
+        if self._open is not None:
+            self._commit_open()
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Partitions were taken away (session lost): what was decided from them must not commit."""
+        if self._open is not None:
+            self._abandon(None, rewind=False)
+
+    def _decide_all(self, msgs: list[Message], prod: Producer, batch: _Batch) -> None:
         # Decide with exactly the (millisecond) time the Decision records, so a replay agrees.
         now_ms = time.time_ns() // 1_000_000
         now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
         skew_limit = now + self.settings.clock_skew
-        batch = _Batch()
+        batch.records += len(msgs)
         topics = self.topics
         for msg in msgs:  # error events were removed by _records
             # A fetched record always has its coordinates; the stubs type them Optional.
@@ -281,7 +343,6 @@ class Gate:
                     assert outcome.reason is not None
                     batch.outcomes[(outcome.purpose, event.category, outcome.reason.value)] += 1
             batch.records_passed += passed_any
-        return batch
 
     def _pseudonym(self, purpose: str, user_id: str) -> str:
         key = (purpose, user_id)
@@ -305,63 +366,43 @@ class Gate:
 
     # -- the transaction ---------------------------------------------------------------------
 
-    def _abort_quietly(self) -> None:
-        assert self._producer is not None
-        try:
-            self._producer.abort_transaction(60)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.code() != KafkaError._STATE:  # _STATE: no transaction was open
-                self._recover(err)
-
-    def _commit_transaction(self, prod: Producer) -> None:
-        for attempt in range(5):
-            try:
-                prod.commit_transaction(60)
-                return
-            except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 4:
-                    raise
-                time.sleep(0.1 * 2 ** attempt)
-
-    def _recover(self, err: KafkaError) -> None:
-        """Undo a failed batch: abort (or replace a fenced producer), then rewind the input."""
-        log.warning("transaction failed (%s): %s", "fatal" if err.fatal() else "abortable", err.str())
-        if err.fatal():
-            self.metrics.aborts.labels("fatal").inc()
-            self._producer = self._new_producer()
+    def _undo(self, err: KafkaError | None, rewind: bool = True) -> None:
+        """Undo a failed batch (``err``: the Kafka error, if one caused it): abort, or replace a fenced
+        or fatally failed producer (its successor's init_transactions settles the transaction), then
+        rewind the input to the committed offsets."""
+        if err is not None:
+            failure = classify(err)
+            log.warning("transaction failed (%s): %s", failure.value, err.str())
+            self.metrics.aborts.labels(failure.value).inc()
+            replace = failure in (Failure.FENCED, Failure.FATAL)
         else:
-            self.metrics.aborts.labels("abortable" if err.txn_requires_abort() else "other").inc()
-            assert self._producer is not None
-            try:
-                self._producer.abort_transaction(60)
-            except KafkaException as abort_exc:
-                log.warning("abort failed, replacing the producer: %s", abort_exc.args[0].str())
-                self._producer = self._new_producer()
-        self._rewind()
+            replace = False
+        assert self._producer is not None
+        if replace or not abort(self._producer):
+            self._producer = self._new_producer()
+        if rewind:
+            self._rewind()
 
     def _rewind(self) -> None:
         """Seek every assigned partition back to its committed offset.
 
-        Keeps trying through a broker outage: consuming on from un-rewound positions would
-        skip the records of the failed batch.
+        Keeps trying through a broker outage: consuming on from un-rewound positions would skip the
+        records of the failed batch. Stopping ends it: nothing is committed past the last good batch.
         """
-        for attempt in range(1_000_000):
+        def seek_committed() -> None:
             assignment = self._consumer.assignment()
-            if not assignment or self._stopping:
-                return  # stopping: nothing is committed past the last good batch anyway
-            try:
-                committed = self._consumer.committed(assignment, timeout=30)
-                for tp in committed:
+            if assignment:
+                for tp in self._consumer.committed(assignment, timeout=30):
                     self._consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else -2))
-                return
-            except KafkaException as exc:
-                if exc.args[0].fatal():
-                    raise
-                log.warning("cannot rewind yet (%s), retrying", exc.args[0].str())
-                time.sleep(min(2 ** attempt, 10))
 
-    def _account(self, batch: _Batch, records: int) -> None:
+        try:
+            self._rewind_policy.run(seek_committed, what="rewind to committed offsets",
+                                    stopping=lambda: self._stopping)
+        except Stopped:
+            return
+
+    def _account(self, batch: _Batch) -> None:
+        records = batch.records
         self.stats.records_in += records
         self.stats.decisions += batch.decisions
         self.stats.records_passed += batch.records_passed
@@ -375,6 +416,7 @@ class Gate:
                 self.stats.dropped[result] += count
         self.metrics.records_in.inc(records)
         self.metrics.batches.inc()
+        self.metrics.observe_consumer_lag(self._consumer)
         self.metrics.record_outcomes(batch.outcomes)
         for error_class, count in batch.dlq.items():
             self.metrics.dlq.labels(error_class).inc(count)

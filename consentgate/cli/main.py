@@ -11,7 +11,16 @@ import sys
 
 from pydantic import ValidationError
 
-from consentgate.cli import audit_cmds, cluster_cmds, consent_cmds, demo_cmds, gate_cmds, io_cmds, metering_cmds
+from consentgate.cli import (
+    audit_cmds,
+    cluster_cmds,
+    consent_cmds,
+    demo_cmds,
+    gate_cmds,
+    io_cmds,
+    metering_cmds,
+    ops_cmds,
+)
 from consentgate.errors import ConsentGateError
 
 
@@ -19,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="consentgate", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for module in (cluster_cmds, io_cmds, consent_cmds, gate_cmds, metering_cmds, demo_cmds, audit_cmds):
+    for module in (cluster_cmds, io_cmds, consent_cmds, gate_cmds, metering_cmds, demo_cmds, ops_cmds, audit_cmds):
         module.register(sub)
     return parser
 

@@ -194,7 +194,8 @@ def test_a_corrupt_consent_record_never_blocks_the_writer(settings: Settings, to
     on its partition, so nobody there could withdraw consent. Now only its own user is affected, and
     even that user can be revoked and erased."""
     with ConsentWriter(settings, catalog) as writer:
-        neighbour = next(u for u in (f"n{i}" for i in range(1000)) if writer.partition_of(u) == writer.partition_of("victim"))
+        home = writer.partition_of("victim")
+        neighbour = next(u for u in (f"n{i}" for i in range(1000)) if writer.partition_of(u) == home)
         writer.apply([ConsentRequest("grant", "victim", "post", GEN), ConsentRequest("grant", neighbour, "post", GEN)])
     produce_raw(settings, [(b"victim", b"\x00\x00\x00\x00\x01garbage")], topic=topics.consent_state)
     with ConsentWriter(settings, catalog) as writer:

@@ -111,25 +111,30 @@ def _check_content(catalog: Catalog, secret: bytes, events: dict[str, dict[str, 
     event = events[event_id]
     keep = catalog.purposes[r["purpose"]].categories[event["category"]].keep
     if not set(r["fields"]) <= set(keep):
-        report.bad_content.append(f"{where} keeps {sorted(set(r['fields']) - set(keep))} beyond {sorted(keep)}")
+        extra = sorted(set(r["fields"]) - set(keep))
+        report.bad_content.append(f"{where} keeps {extra} beyond {sorted(keep)}")
     if r["pseudonym"] != pseudonym(secret, r["purpose"], event["user_id"]) or r["key_id"] != key_id(secret):
         report.bad_content.append(f"{where} has a wrong pseudonym or key id")
 
 
 def check(catalog: Catalog, secret: bytes, events: dict[str, dict[str, Any]], acked: dict[str, int],
           changes: list[dict[str, Any]], decisions: list[dict[str, Any]], training: list[dict[str, Any]],
-          contributions: list[dict[str, Any]], dead_letters: int, bad_inputs: int) -> Report:
+          contributions: list[dict[str, Any]], dead_letters: list[tuple[int, int]],
+          bad_inputs: set[tuple[int, int]]) -> Report:
     """``events``: event_id -> produced event (JSON shape); ``acked``: event_id -> the user's consent
     version acknowledged before it was produced (0: none); ``secret``: the pseudonym secret, to tie
-    training records (keyed ids only) to their decisions."""
-    report = Report(records=len(events) + bad_inputs)
+    training records (keyed ids only) to their decisions; ``dead_letters``: the input (partition,
+    offset) of every dead letter; ``bad_inputs``: where the malformed inputs were appended."""
+    report = Report(records=len(events) + len(bad_inputs))
     history = replay(changes)
     seen = Counter(d["event_id"] for d in decisions)
     report.duplicates += [f"decision {e} x{n}" for e, n in seen.items() if n > 1]
     report.losses += [f"no decision for {e}" for e in events if e not in seen]
     report.leaks += [f"decision for unknown event {e}" for e in seen if e not in events]
-    if dead_letters != bad_inputs:
-        report.losses.append(f"{dead_letters} dead letters for {bad_inputs} bad inputs")
+    lettered = Counter(dead_letters)
+    report.duplicates += [f"dead letter for input {c} x{n}" for c, n in lettered.items() if n > 1]
+    report.losses += [f"bad input {c} has no dead letter" for c in sorted(bad_inputs - set(lettered))]
+    report.losses += [f"good input {c} was dead-lettered" for c in sorted(set(lettered) - bad_inputs)]
     must_pass: set[tuple[str, str]] = set()
     for d in decisions:
         event = events.get(d["event_id"])

@@ -88,7 +88,7 @@ class Workers:
 class Load:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
-    bad_inputs: int = 0
+    bad_inputs: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset) of each malformed input
     consent_changes: int = 0
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -133,8 +133,8 @@ def run_load(settings: Settings, catalog: Catalog, topics: TopicNames, n_events:
                          encode(activity_to_avro(event)))
                 produced += 1
                 if rng.random() < 0.01:
-                    _produce(out, topics.activity, None, rng.randbytes(rng.randint(0, 40)))
-                    load.bad_inputs += 1
+                    produce(out, topics.activity, rng.randbytes(rng.randint(0, 40)), None, on_delivery=lambda err, msg:
+                            load.bad_inputs.add((msg.partition(), msg.offset())) if err is None else None)
             out.poll(0)
             time.sleep(pace_s)
     assert out.flush(60) == 0
@@ -168,7 +168,7 @@ def audit(settings: Settings, catalog: Catalog, topics: TopicNames, load: Load) 
     training = [r for t in topics.training.values() for r in values(settings, t)]
     return check(catalog, settings.require_secret(), load.events, load.acked, values(settings, topics.consent_changes),
                  values(settings, topics.decisions), training, values(settings, topics.contributions),
-                 len(values(settings, topics.dlq)), load.bad_inputs)
+                 [(d["partition"], d["offset"]) for d in values(settings, topics.dlq)], load.bad_inputs)
 
 
 Faults = Callable[[Workers, Load], None]
@@ -189,7 +189,7 @@ def scenario(settings: Settings, catalog: Catalog, topics: TopicNames, logs: Pat
         assert not feeder.is_alive(), "load did not finish"
         if not workers.alive():
             workers.start("drain")
-        total = n_events + load.bad_inputs
+        total = n_events + len(load.bad_inputs)
         wait_for(lambda: _decided(settings, topics) >= total, timeout=300, what=f"{total} inputs decided")
     finally:
         workers.stop_all()

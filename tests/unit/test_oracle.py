@@ -37,9 +37,10 @@ TRAINED = [{"pseudonym": pseudonym(SECRET, GEN, "u"), "record_id": record_id(SEC
 
 def run(decisions: list[dict[str, Any]], training: list[dict[str, Any]] = TRAINED,
         contributions: list[dict[str, Any]] = PASS, changes: list[dict[str, Any]] = CHANGES, acked: int = 1,
-        dlq: int = 0) -> dict[str, list[str]]:
+        dlq: tuple[tuple[int, int], ...] = (), bad: frozenset[tuple[int, int]] = frozenset()
+        ) -> dict[str, list[str]]:
     return check(CATALOG, SECRET, EVENTS, {"e1": acked}, copy.deepcopy(changes), decisions, training,
-                 contributions, dlq, 0).problems()
+                 contributions, list(dlq), set(bad)).problems()
 
 
 def test_a_correct_run_is_clean() -> None:
@@ -54,7 +55,12 @@ def test_each_violation_is_caught() -> None:
         "duplicates": ["training ('e1', 'train_ai_system.generative') x2"]}
     assert list(run([decision("expired")], [], [])) == ["losses"]  # dropped although it had to pass
     assert run([], [], []) == {"losses": ["no decision for e1"]}
-    assert list(run([decision(None)], dlq=1)) == ["losses"]
+    assert run([decision(None)], dlq=((0, 5),)) == {"losses": ["good input (0, 5) was dead-lettered"]}
+    assert run([decision(None)], dlq=((0, 5),), bad=frozenset({(0, 5)})) == {}
+    assert run([decision(None)], dlq=((0, 6),), bad=frozenset({(0, 5)})) == {"losses": [
+        "bad input (0, 5) has no dead letter", "good input (0, 6) was dead-lettered"]}
+    assert run([decision(None)], dlq=((0, 5), (0, 5)), bad=frozenset({(0, 5)})) == {
+        "duplicates": ["dead letter for input (0, 5) x2"]}
     revoked = [*CHANGES, change(2, "revoke", purpose=GEN)]
     assert list(run([decision(None, version=1)], changes=revoked, acked=2)) == ["stale_consent"]
     assert run([decision("no_grant", version=2)], [], [], changes=revoked, acked=2) == {}

@@ -1,0 +1,1 @@
+"""Operating consentgate: bounded metric labels, metrics endpoints and their registry, ``consentgate top``."""
