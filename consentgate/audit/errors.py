@@ -7,7 +7,3 @@ from consentgate.errors import ConsentGateError
 
 class AuditError(ConsentGateError):
     """The audit could not run (unreachable topics, an unusable range, a missing secret)."""
-
-
-class UnreadableRecord(AuditError):
-    """A record on an audited topic cannot be decoded; it is reported, never skipped."""
