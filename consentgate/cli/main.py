@@ -12,7 +12,8 @@ import sys
 from pydantic import ValidationError
 
 from consentgate.cli import (
-    cluster_cmds, consent_cmds, demo_cmds, gate_cmds, io_cmds, metering_cmds, ops_cmds, serve_cmds, sink_cmds,
+    audit_cmds, cluster_cmds, consent_cmds, demo_cmds, gate_cmds, io_cmds, metering_cmds, ops_cmds, serve_cmds,
+    sink_cmds,
 )
 from consentgate.errors import ConsentGateError
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for module in (cluster_cmds, io_cmds, consent_cmds, gate_cmds, metering_cmds, demo_cmds, ops_cmds, serve_cmds,
-                   sink_cmds):
+                   sink_cmds, audit_cmds):
         module.register(sub)
     return parser
 
