@@ -59,7 +59,7 @@ def write_gate_outputs(bench: Workbench, users: int, count: int) -> int:
     out = producer(s, **{"linger.ms": 50, "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000,
                          "compression.type": "lz4"})
     written = 0
-    with registry_client(s.require_registry()) as registry:
+    with registry_client(s) as registry:
         codecs = Codecs(registry)
         enc_decision = codecs["Decision"].writer_for(topics.decisions)
         enc_contribution = codecs["Contribution"].writer_for(topics.contributions)

@@ -34,7 +34,7 @@ def read_and_decode(bench: Workbench, topic: str) -> tuple[int, float]:
     started = time.monotonic()
     reader = consumer(bench.settings, f"bench-read-{uuid.uuid4()}")
     n = 0
-    with registry_client(bench.settings.require_registry()) as registry:
+    with registry_client(bench.settings) as registry:
         codec = Codecs(registry)["TrainingRecord"]
         for msg in read_committed(reader, [topic]):
             codec.decode(msg.value(), topic)  # type: ignore[arg-type]

@@ -100,7 +100,7 @@ class IcebergSink:
         self._engine = self._catalog.engine  # type: ignore[attr-defined]
         state.ensure(self._engine)
         self.table: Table = load_or_create(self._catalog, settings, self.topic)
-        self._registry = registry_client(settings.require_registry())
+        self._registry = registry_client(settings)
         codecs = Codecs(self._registry)
         self._training = codecs["TrainingRecord"]
         self._retraction = codecs["Retraction"]

@@ -38,7 +38,7 @@ class TrainingTexts:
     def __call__(self, purpose: str, record_ids: set[str]) -> dict[str, str]:
         topic = TopicNames.of(self.settings, self.catalog).training[purpose]
         found: dict[str, str] = {}
-        with registry_client(self.settings.require_registry()) as registry:
+        with registry_client(self.settings) as registry:
             decode = Codecs(registry)["TrainingRecord"].decode
             # A throwaway group: the read is assigned, never subscribed, and commits nothing.
             cons = consumer(self.settings, f"consentgate-value-{uuid.uuid4().hex[:12]}")

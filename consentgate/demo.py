@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -25,6 +25,7 @@ from consentgate.periods import CloseReport, close_period, declare_pool
 from consentgate.statements import gather, render_text
 from consentgate.connectors.kafka import admin, produce, producer
 from consentgate.connectors.topics import TopicNames, create_topics
+from consentgate.connectors.training_texts import TrainingTexts
 from consentgate.reconcile import Balance
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.records import activity_to_avro
@@ -33,6 +34,7 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.gate import Gate
 from consentgate.streams.metering import MeteringWorker
 from consentgate.synthetic import activity, consent_population, user_id
+from consentgate.usefulness_ledger import value_period
 
 Say = Callable[[str], None]
 AsRole = Callable[[str], Settings]  # the settings a role of SPEC §7 acts with (on a secure cluster)
@@ -62,8 +64,14 @@ def run_demo(settings: Settings, catalog: Catalog, users: int, events: int, say:
     expiring_at = datetime.now(timezone.utc) + timedelta(seconds=6)
     requests = consent_population(catalog, users, seed=seed, expiring_at=expiring_at)
     with ConsentWriter(role("consent"), catalog) as writer:
-        for start in range(0, len(requests), 20_000):
-            writer.apply(requests[start:start + 20_000])
+        lasting = [r for r in requests if r.expires_at is None]
+        for start in range(0, len(lasting), 20_000):
+            writer.apply(lasting[start:start + 20_000])
+        # The expiring grants last, dated from now: on a busy machine writing the others can take longer
+        # than the six seconds they are given.
+        expiring_at = datetime.now(timezone.utc) + timedelta(seconds=6)
+        requests = lasting + [replace(r, expires_at=expiring_at) for r in requests if r.expires_at is not None]
+        writer.apply(requests[len(lasting):])
         # three of the most active users asked to be forgotten before the gate started
         consenting_ids = {r.user_id for r in requests}
         forgotten = [u for u in (user_id(i) for i in range(users)) if u in consenting_ids][:3]
@@ -170,8 +178,10 @@ def _churn(settings: Settings, catalog: Catalog, granted: list[ConsentRequest], 
             batch = [candidates.pop() for _ in range(min(5, len(candidates)))]
             writer.apply([ConsentRequest("revoke", u, c, p, source="demo") for u, c, p in batch])
             result.revoked += len(batch)
-            writer.apply([ConsentRequest("erase", batch[0][0], source="demo")])
+            forgotten = batch[0][0]
+            writer.apply([ConsentRequest("erase", forgotten, source="demo")])
             result.erased += 1
+            candidates = [c for c in candidates if c[0] != forgotten]  # nothing left of theirs to revoke
             joining = [newcomers.pop() for _ in range(min(20, len(newcomers)))]
             writer.apply([ConsentRequest("grant", u, *rng.choice(pairs), source="demo") for u in joining])
             result.late_grants += len(joining)
@@ -248,6 +258,11 @@ def settle(settings: Settings, catalog: Catalog, say: Say, pool_cents: int = 50_
         with engine.connect() as conn:
             open_periods = sorted(p for (p,) in conn.execute(
                 select(contributions.c.period).distinct()))
+        texts = TrainingTexts(as_role("metering") if as_role else settings, catalog)
+        for period in open_periods:  # usefulness first, as `metering close` does
+            for purpose, valued in value_period(engine, catalog, period, texts).purposes.items():
+                say(f"usefulness {period} {purpose}: {valued.valued:,} contributions valued against its reference "
+                    f"set, {valued.copies:,} near-copies at x0, {valued.without_text:,} without text at x1")
         declared = 0
         for period in open_periods:
             for n, purpose in enumerate(catalog.purposes):

@@ -82,10 +82,17 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @pytest.fixture
-def topics(settings: Settings, catalog: Catalog) -> TopicNames:
-    """Create every consentgate topic under this test's prefix."""
-    create_topics(settings, admin(settings), catalog)
-    return TopicNames.of(settings, catalog)
+def topics(settings: Settings, catalog: Catalog) -> Iterator[TopicNames]:
+    """Create every consentgate topic under this test's prefix; delete every topic under it afterwards.
+
+    Deleting keeps one broker serving a whole session: each partition holds open files, and a
+    session's worth of kept topics can exhaust the broker's file-descriptor limit."""
+    client = admin(settings)
+    create_topics(settings, client, catalog)
+    yield TopicNames.of(settings, catalog)
+    mine = [t for t in client.list_topics(timeout=30).topics if t.startswith(settings.topic_prefix)]
+    for future in client.delete_topics(mine, operation_timeout=30).values() if mine else ():
+        future.result(60)
 
 
 LEDGER_SERVER = os.environ.get("CONSENTGATE_TEST_LEDGER_URL")

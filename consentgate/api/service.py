@@ -118,7 +118,7 @@ class ConsentService:
         except BaseException:
             self.writer.close()
             raise
-        self._registry = registry_client(settings.require_registry())
+        self._registry = registry_client(settings)
         self._codecs = Codecs(self._registry)
         self._admin = admin(settings)
         probe = consumer(settings, f"consent-service-probe-{uuid.uuid4()}")

@@ -71,7 +71,7 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
     scope = input_scope(adm, topics.activity, options.from_ms, options.to_ms)
     unreadable: list[Finding] = []
     read: dict[str, int] = {}
-    with registry_client(settings.require_registry()) as registry, \
+    with registry_client(settings) as registry, \
             Store(options.work_dir, options.memory_limit) as store:
         codecs = Codecs(registry)
         changes = []

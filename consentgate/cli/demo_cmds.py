@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         ledger = f"sqlite:///{settings.data_dir / 'demo' / (prefix + 'ledger.db')}"
     settings = settings.model_copy(update={"group_id": f"{prefix}gate", "transactional_id_prefix": f"{prefix}gate",
                                            "metering_group_id": f"{prefix}metering", "ledger_url": ledger})
+    if settings.metrics_port is None:  # any free port: each worker registers where `consentgate top` finds it
+        settings = settings.model_copy(update={"metrics_port": 0})
     catalog = catalog_of(settings)
+    print(f"watch it live in another terminal: consentgate top --data-dir {settings.data_dir}")
     as_role: AsRole | None = None
     if args.secure:
         as_role = _roles(settings)

@@ -88,7 +88,7 @@ class Regate:
     def run(self) -> RegateReport:
         admin_client = admin(self.settings)
         created = self._ensure_topic(admin_client)
-        registry = registry_client(self.settings.require_registry())
+        registry = registry_client(self.settings)
         codecs = Codecs(registry)
         if created:
             register(registry, self.topic, "TrainingRecord")
@@ -147,7 +147,7 @@ class Regate:
 
     def _record_ids(self, topic: str) -> list[str]:
         """Every record id a training topic holds (the old generation, or the new one as committed)."""
-        with registry_client(self.settings.require_registry()) as registry:
+        with registry_client(self.settings) as registry:
             codec = Codecs(registry)["TrainingRecord"]
             return [codec.decode(m.value(), topic)["record_id"] for m in self._committed(topic)
                     if m.value() is not None]

@@ -10,7 +10,8 @@ transactional ids follow what each worker uses:
   ``consent-view-<uuid>``;
 - consent writer and consent service: transactional ids ``{topic_prefix}consent-writer-<partition>``;
   groups ``consent-writer-<...>`` and ``consent-service-<...>``;
-- metering: consumer group ``metering_group_id``;
+- metering: consumer group ``metering_group_id``; groups ``consentgate-value-<...>`` (the usefulness
+  valuation's reads of the training topics);
 - auditor: groups ``consentgate-audit-<uuid>``; trainers (the training-set sink):
   ``consentgate-sink-<...>``; both also ``consentgate-tail-<uuid>`` for ``consentgate tail``.
 
@@ -115,7 +116,8 @@ def role_grants(role: str, settings: Settings, catalog: Catalog) -> list[Grant]:
     if role == "metering":
         return [*topics("read", t("metering.contributions"), *sinks),
                 *topics("write", t("metering.dlq")),
-                ("group", settings.metering_group_id, "literal", "read")]
+                ("group", settings.metering_group_id, "literal", "read"),
+                *groups("consentgate-value-")]  # `metering value` reads training texts (assigned, never joined)
     if role == "auditor":
         return [*topics("read", t("consent.changes"), t("gate.decisions"), t("gate.dlq"),
                         t("metering.contributions")),

@@ -133,7 +133,7 @@ class Scripted:
 
 def world(settings: Settings, catalog: Catalog, topics: TopicNames) -> Scripted:
     """Consent for four people, eight activity records, decided by a correct (scripted) gate."""
-    registry = registry_client(settings.require_registry())
+    registry = registry_client(settings)
     scripted = Scripted(settings, catalog, topics, settings.require_secret(), Codecs(registry), producer(settings))
     scripted.consent(
         ConsentRequest("grant", "u-ok", "post", GEN, tier="data_sharing", plan="per_unit"),

@@ -183,7 +183,7 @@ def test_records_of_an_erased_person_arriving_late_are_not_written(
     cy = pseudonym(SECRET, REC, "cy")
     topic = topics.training[REC]
     before, after = erased_at - timedelta(minutes=5), erased_at + timedelta(minutes=5)
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
         produce_raw(settings, [(cy.encode(), encode({
             "pseudonym": cy, "record_id": rid, "key_id": key_id(SECRET), "purpose": REC, "category": "post",
@@ -200,7 +200,7 @@ def test_bad_records_are_kept_aside_and_the_sink_goes_on(
     settings = make_settings(iceberg_catalog_url=iceberg_url)
     topic = topics.training[REC]
     nym = pseudonym(SECRET, REC, "dee")
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
         good = {"pseudonym": nym, "record_id": "r1", "key_id": key_id(SECRET), "purpose": REC, "category": "post",
                 "occurred_at": datetime.now(timezone.utc), "fields": {"text": "hi"}, "consent_version": 1}
@@ -233,7 +233,7 @@ def test_kill_9_mid_stream_writes_every_record_exactly_once(
     records = [{"pseudonym": pseudonym(SECRET, REC, f"u{i % 50}"), "record_id": f"r{i}", "key_id": key_id(SECRET),
                 "purpose": REC, "category": "click", "occurred_at": t0 + timedelta(hours=i),
                 "fields": {"item_id": f"i{i}"}, "consent_version": 1} for i in range(4000)]
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
         produce_raw(settings, [(r["pseudonym"].encode(), encode(r)) for r in records], topic)
 
@@ -279,7 +279,7 @@ def test_a_second_sink_on_the_same_table_is_fenced_and_resumes_from_the_table(
     records = [{"pseudonym": pseudonym(SECRET, REC, f"u{i % 7}"), "record_id": f"r{i}", "key_id": key_id(SECRET),
                 "purpose": REC, "category": "post", "occurred_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
                 "fields": {"text": f"t{i}"}, "consent_version": 1} for i in range(300)]
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
         produce_raw(settings, [(r["pseudonym"].encode(), encode(r)) for r in records], topic)
     first = IcebergSink(settings, catalog, REC)
@@ -304,7 +304,7 @@ def test_an_erasure_recorded_but_not_confirmed_before_a_crash_is_applied_on_rest
     topic = topics.training[REC]
     eve, fay = pseudonym(SECRET, REC, "eve"), pseudonym(SECRET, REC, "fay")
     at = datetime(2026, 2, 1, tzinfo=timezone.utc)
-    with registry_client(settings.require_registry()) as registry:
+    with registry_client(settings) as registry:
         encode = Codecs(registry)["TrainingRecord"].writer_for(topic)
         produce_raw(settings, [(nym.encode(), encode({
             "pseudonym": nym, "record_id": f"{nym[:4]}-{i}", "key_id": key_id(SECRET), "purpose": REC,

@@ -196,7 +196,8 @@ def test_acl_set_per_role_is_exact() -> None:
         ("transactional_id", "gtx-", "prefixed", "write")]
     assert role_grants("metering", settings, catalog) == [
         ("topic", "p.metering.contributions", "literal", "read"), *[("topic", s, "literal", "read") for s in sinks],
-        ("topic", "p.metering.dlq", "literal", "write"), ("group", "mg", "literal", "read")]
+        ("topic", "p.metering.dlq", "literal", "write"), ("group", "mg", "literal", "read"),
+        ("group", "consentgate-value-", "prefixed", "read")]
     assert role_grants("auditor", settings, catalog) == [
         ("topic", "p.consent.changes", "literal", "read"), ("topic", "p.gate.decisions", "literal", "read"),
         ("topic", "p.gate.dlq", "literal", "read"), ("topic", "p.metering.contributions", "literal", "read"),
@@ -223,7 +224,7 @@ def test_acl_set_uses_named_principals() -> None:
                                            "User:trainer.train_ai_system.recommendation"}
     assert Acl("User:ml", "topic", "p.training.retractions", "literal", "read") in acls
     per_role = [len(role_grants(r, Settings(topic_prefix="p."), catalog)) for r in roles(catalog)]
-    assert len(acls) == sum(per_role) == 50
+    assert len(acls) == sum(per_role) == 51
     for bad, message in (("gate", "expected ROLE=Type:name"), ("gate=svc", "expected ROLE=Type:name"),
                          ("root=User:x", "unknown role 'root'")):
         with pytest.raises(ConfigurationError, match=message):
