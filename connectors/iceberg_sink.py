@@ -25,6 +25,7 @@ from pyiceberg.table import Table
 
 from consentgate.catalog import Catalog
 from consentgate.connectors import iceberg_state as state
+from consentgate.streams.metrics import SinkMetrics
 from consentgate.connectors.iceberg_rows import (
     InvalidTrainingRecord,
     Retraction,
@@ -95,6 +96,7 @@ class IcebergSink:
         self.retractions_topic = TopicNames.of(settings, catalog).retractions
         self.table_name = table_name(self.topic)
         self.stats = SinkStats()
+        self.metrics = SinkMetrics(catalog)
         self._clock = clock
         self._catalog = open_catalog(settings)
         self._engine = self._catalog.engine  # type: ignore[attr-defined]
@@ -115,6 +117,7 @@ class IcebergSink:
         self._stopping = True
 
     def close(self) -> None:
+        self.metrics.close()
         self._consumer.close()
         self._registry.close()
         self._engine.dispose()
@@ -122,6 +125,9 @@ class IcebergSink:
     def run(self, until_idle: float | None = None) -> SinkStats:
         try:
             self._resume()
+            if self.settings.metrics_port is not None:
+                self.metrics.serve(self.settings.metrics_port, self.settings.metrics_host,
+                                   data_dir=self.settings.data_dir, worker=self.table_name)
             batch, started, idle_since = _Batch(), time.monotonic(), time.monotonic()
             while not self._stopping:
                 msgs = self._consumer.consume(1000, 0.2)
@@ -203,6 +209,7 @@ class IcebergSink:
         state.record_requested(self._engine, self.table_name, batch.retractions)
         state.record_rejects(self._engine, self.table_name, batch.rejects, now)
         before = self.table.current_snapshot()
+        known = {s.snapshot_id for s in self.table.snapshots()}
         props = {OFFSETS_PROPERTY: encode_offsets(self._offsets)}
         try:
             with _quiet_deletes(), self.table.transaction() as tx:
@@ -224,6 +231,14 @@ class IcebergSink:
         self.stats.retractions_applied += len(batch.retractions)
         self.stats.rejects += len(batch.rejects)
         self.stats.commits += 1
+        # Copy-on-write: a delete removes whole files and re-adds their surviving rows, so the rows deleted
+        # are the records removed less those re-added (every added record that is not one of ours).
+        summaries = [s.summary for s in self.table.snapshots() if s.snapshot_id not in known and s.summary]
+        removed = sum(int(x.get("deleted-records") or 0) for x in summaries)
+        readded = sum(int(x.get("added-records") or 0) for x in summaries) - len(rows)
+        self.metrics.rows_written.labels(self.purpose).inc(len(rows))
+        self.metrics.rows_deleted.labels(self.purpose).inc(removed - readded)
+        self.metrics.snapshot_committed(self.purpose)
 
     def _delete(self, retractions: list[Retraction], props: dict[str, str]) -> None:
         before = self.table.current_snapshot()

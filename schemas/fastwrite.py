@@ -95,10 +95,13 @@ def _compile(schema: Any, named: dict[str, Write]) -> Write:
         raise Unsupported(schema["logicalType"])
     if kind == "record":
         fields = [(f["name"], _compile(f["type"], named)) for f in schema["fields"]]
+        # A field with a default may be left out of the value, as fastavro allows (evolved contracts add
+        # fields with defaults, so writers that predate them keep working).
+        defaults = {f["name"]: f["default"] for f in schema["fields"] if "default" in f}
 
         def record(value: dict[str, Any], out: bytearray) -> None:
             for name, write in fields:
-                write(value[name], out)
+                write(value[name] if name in value or name not in defaults else defaults[name], out)
 
         named[schema["name"]] = record
         return record

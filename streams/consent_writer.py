@@ -35,6 +35,7 @@ from consentgate.connectors.topics import TopicNames
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import RecordError
 from consentgate.schemas.records import EPOCH, consent_from_avro, consent_to_avro
+from consentgate.streams.metrics import ConsentMetrics
 from consentgate.streams.consent_rules import check_grant, check_tier, with_grant, with_tier, without_grants
 
 from consentgate.catalog import Catalog
@@ -90,9 +91,11 @@ class _Owned:
 
 class ConsentWriter:
     def __init__(self, settings: Settings, catalog: Catalog,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 metrics: ConsentMetrics | None = None) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.metrics = metrics or ConsentMetrics()
         self.topics = TopicNames.of(settings, catalog)
         self._clock = clock
         self._registry = registry_client(settings)
@@ -183,6 +186,7 @@ class ConsentWriter:
         except (RecordError, KeyError, TypeError, ValueError) as exc:
             log.error("unreadable consent.state record at %s/%d for a user (%s); the user is taken to hold no "
                       "grants until a valid state is written", partition, msg.offset(), exc)
+            self.metrics.corrupt.inc()
             states[user] = ConsentState(user, versions.get(user, 0), EPOCH, "free", None, ())
             return
         states[user] = state
@@ -214,8 +218,12 @@ class ConsentWriter:
     def apply(self, requests: list[ConsentRequest]) -> list[dict[str, Any]]:
         """Validate and commit ``requests``; returns their ConsentChange receipts in order."""
         now = self._clock()
-        for req in requests:
-            self._validate(req, now)
+        try:
+            for req in requests:
+                self._validate(req, now)
+        except ConsentRequestError:
+            self.metrics.refused.inc()
+            raise
         receipts: list[dict[str, Any]] = [{} for _ in requests]
         by_partition: dict[int, list[int]] = {}
         for index, req in enumerate(requests):
@@ -223,6 +231,7 @@ class ConsentWriter:
         for partition, indexes in sorted(by_partition.items()):
             for index, receipt in zip(indexes, self._commit(partition, [requests[i] for i in indexes], now)):
                 receipts[index] = receipt
+                self.metrics.changes.labels(requests[index].action).inc()
         return receipts
 
     def _validate(self, req: ConsentRequest, now: datetime) -> None:
@@ -306,13 +315,15 @@ class ConsentWriter:
         the high watermark read after the commit covers the records just committed.
         """
         tp = TopicPartition(self.topics.consent_state, partition)
-        deadline = time.monotonic() + timeout
+        committed = time.monotonic()
+        deadline = committed + timeout
         written: int | None = None
         while True:
             try:
                 if written is None:
                     written = stable_ends(self._admin, [tp], committed=False)[(tp.topic, partition)]
                 if stable_ends(self._admin, [tp])[(tp.topic, partition)] >= written:
+                    self.metrics.visible_seconds.observe(time.monotonic() - committed)
                     return
             except ReadTimeout:
                 # The change is committed; only seeing it is delayed (e.g. a broker restart).

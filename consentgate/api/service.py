@@ -15,7 +15,6 @@ import logging
 import queue
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -34,6 +33,7 @@ from consentgate.errors import ConsentGateError, ConsentRequestError
 from consentgate.model import ConsentLookup
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.settings import Settings
+from consentgate.connectors.retry import Backoff, Failure, RetryPolicy
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 
 MAX_BATCH = 500
@@ -133,22 +133,19 @@ class ConsentService:
 
     def _warm(self, timeout_s: float) -> None:
         """Take and read every consent.state partition; a cluster still settling is waited for."""
-        deadline = time.monotonic() + timeout_s
-        pause = 0.1
-        while True:
-            try:
-                self.writer.warm()  # partitions already taken are skipped on a second call
-                return
-            except (KafkaException, ReadTimeout) as exc:
-                if time.monotonic() > deadline:
-                    raise Unavailable(f"cannot take the consent partitions: {exc}") from exc
-                log.warning("consent partitions not ready (%s); retrying", exc)
-                time.sleep(pause)
-                pause = min(pause * 2, 2.0)
+        policy = RetryPolicy(Backoff(0.1, 2.0), deadline_s=timeout_s, retry_on=frozenset(Failure))
+        try:  # partitions already taken are skipped on a second call
+            policy.run(self.writer.warm, what="taking the consent partitions")
+        except (KafkaException, ReadTimeout) as exc:
+            raise Unavailable(f"cannot take the consent partitions: {exc}") from exc
+        if self.settings.metrics_port is not None:
+            self.writer.metrics.serve(self.settings.metrics_port, self.settings.metrics_host,
+                                      data_dir=self.settings.data_dir, worker="consent-service")
 
     def close(self) -> None:
         for lane in self._lanes:
             lane.stop()
+        self.writer.metrics.close()
         self.writer.close()
         self._registry.close()
         if self._ledger is not None:

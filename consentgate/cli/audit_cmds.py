@@ -9,6 +9,7 @@ from pathlib import Path
 
 from consentgate.audit.html import to_html
 from consentgate.audit.report import to_json, to_text
+from consentgate.streams.metrics import AuditMetrics
 from consentgate.audit.run import AuditOptions, run_audit
 from consentgate.cli.options import add_connection, catalog_of, flag, settings_from
 from consentgate.connectors.jsonl import JsonLineError, parse_time
@@ -39,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--allowance-ms", type=int, default=1000, metavar="MS",
                    help="a consent change counts as committed this long after it was appended (default 1000)")
     p.add_argument("--memory-limit", default="1GB", help="memory the audit's working database may use (default 1GB)")
+    p.add_argument("--metrics-file", type=Path, metavar="FILE",
+                   help="also write the run's figures (findings by kind, decisions, when) as Prometheus text, "
+                        "for node_exporter's textfile collector")
     add_connection(p)
     flag(p, "ledger-url", "also check contributions against this payout ledger's credits")
     p.set_defaults(run=run_audit_cmd)
@@ -49,6 +53,10 @@ def run_audit_cmd(args: argparse.Namespace) -> int:
     options = AuditOptions(from_ms=args.from_ms, to_ms=args.to_ms, allowance_ms=args.allowance_ms,
                            memory_limit=args.memory_limit, ledger_url=args.ledger_url)
     report = run_audit(settings, catalog_of(settings), options)
+    if args.metrics_file is not None:
+        metrics = AuditMetrics()
+        metrics.record_run(report.decisions, (finding.kind for finding in report.findings))
+        metrics.write_textfile(args.metrics_file)
     text = {"text": to_text, "json": to_json, "html": to_html}[args.format](report)
     if args.report is not None:
         args.report.write_text(text)

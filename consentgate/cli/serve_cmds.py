@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from consentgate.api.config import ApiSettings
-from consentgate.cli.options import add_connection, catalog_of, settings_from
+from consentgate.cli.options import add_connection, catalog_of, flag, settings_from
 
 API_FLAGS = {
     "host": "address to listen on (default 127.0.0.1)",
@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p.add_argument(f"--{name}", dest=f"api_{field}", default=None,
                        help=f"{text} [env: CONSENTGATE_API_{field.upper()}]")
     add_connection(p)
+    flag(p, "metrics-port", "serve the consent writer's Prometheus metrics on this port (0: any free port)",
+         type=int)
+    flag(p, "metrics-host", "address the metrics endpoint binds to")
     p.set_defaults(run=run_serve)
 
 

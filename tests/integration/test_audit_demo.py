@@ -35,8 +35,14 @@ def test_the_demo_audits_clean_twice_with_one_replay_hash(make_settings: Setting
     assert second.findings == [] and second.replay_hash == first.replay_hash
 
     # the command: JSON in SPEC §8's shape, exit 0 when clean; an HTML pack to a file
-    shown = run_cli(settings, "audit", "--format", "json")
+    figures = tmp_path / "audit.prom"
+    shown = run_cli(settings, "audit", "--format", "json", "--metrics-file", str(figures))
     assert shown.returncode == 0, shown.stderr
+    exposed = figures.read_text()  # for node_exporter's textfile collector: the run's figures, no findings
+    assert f"consentgate_audit_decisions {float(first.decisions)}" in exposed
+    assert 'consentgate_audit_findings{kind="wrong_outcome"} 0.0' in exposed
+    assert [line for line in exposed.splitlines() if line.startswith("consentgate_audit_findings{")
+            and not line.endswith(" 0.0")] == []
     body = json.loads(shown.stdout)
     assert (body["decisions"], body["reproduced"], body["dead_letters"], body["findings"], body["replay_hash"]) == (
         first.decisions, first.decisions, first.dead_letters, [], first.replay_hash)

@@ -25,6 +25,7 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.outputs import DLQ_VALUE_BYTES
 
 from consentgate.catalog import Catalog
+from consentgate.errors import ConsentRequestError
 from consentgate.model import ActivityEvent, ConsentState
 from consentgate.settings import Settings
 from tests.helpers import GateThread, produce_raw, values, wait_for
@@ -209,3 +210,11 @@ def test_a_corrupt_consent_record_never_blocks_the_writer(settings: Settings, to
         erased = writer.apply([ConsentRequest("erase", "victim")])
         assert erased[0]["consent_version"] == 3
         assert writer.show("victim") is not None and writer.show(neighbour).grants == ()  # type: ignore[union-attr]
+        m = writer.metrics  # the writer's metrics say what happened
+        assert [m.value("consentgate_consent_changes_total", action=a) for a in ("grant", "revoke", "erase")] == [
+            0, 2, 1]
+        assert m.value("consentgate_consent_visible_seconds_count") == 3
+        assert m.value("consentgate_consent_corrupt_skipped_total") >= 1
+        with pytest.raises(ConsentRequestError):
+            writer.apply([ConsentRequest("grant", "victim", "post", "train_ai_system.nothing")])
+        assert m.value("consentgate_consent_refused_total") == 1

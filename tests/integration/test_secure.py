@@ -264,7 +264,7 @@ def test_acls_print_shows_the_set_up_secure_applied(secure_cluster: SecureCluste
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
     assert lines[0].split() == ["PRINCIPAL", "OPERATION", "RESOURCE", "PATTERN", "NAME"]
-    assert lines[-1] == ("# 50 ALLOW bindings, host *; everything else is denied (StandardAuthorizer, "
+    assert lines[-1] == ("# 51 ALLOW bindings, host *; everything else is denied (StandardAuthorizer, "
                          "allow.everyone.if.no.acl.found=false)")
     shown = {(p, r, n, pat.lower(), op.lower()) for p, op, r, pat, n in (line.split() for line in lines[1:-1])}
     up_settings = Settings(data_dir=secure_cluster.data_dir)  # `up --secure` ran with the defaults

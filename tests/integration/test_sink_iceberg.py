@@ -114,8 +114,11 @@ def test_erasure_is_gone_from_the_table_and_from_storage_after_expire(
     run_gate(settings, catalog, idle=1.0)
     topic = topics.training[REC]
 
-    stats = IcebergSink(settings, catalog, REC).run(until_idle=1.0)
+    sink = IcebergSink(settings, catalog, REC)
+    stats = sink.run(until_idle=1.0)
     assert (stats.records_in, stats.rows_written, stats.retractions_applied) == (12, 12, 0)
+    assert sink.metrics.value("consentgate_sink_rows_written_total", purpose=REC) == 12
+    assert sink.metrics.value("consentgate_sink_snapshot_timestamp_seconds", purpose=REC) > 0
     ana, ben = pseudonym(SECRET, REC, "ana"), pseudonym(SECRET, REC, "ben")
     rows = scan(settings, topic)
     assert sorted((r["pseudonym"], r["record_id"]) for r in rows) == sorted(
@@ -130,8 +133,10 @@ def test_erasure_is_gone_from_the_table_and_from_storage_after_expire(
 
     with ConsentWriter(settings, catalog) as writer:
         writer.apply([ConsentRequest("erase", "ana")])
-    stats = IcebergSink(settings, catalog, REC).run(until_idle=1.0)
+    sink = IcebergSink(settings, catalog, REC)
+    stats = sink.run(until_idle=1.0)
     assert (stats.records_in, stats.retractions_applied) == (0, 1)
+    assert sink.metrics.value("consentgate_sink_rows_deleted_total", purpose=REC) == 6  # ana's six rows
     assert Counter(r["pseudonym"] for r in scan(settings, topic)) == {ben: 6}
     # Deleted from the current snapshot, but older snapshots' files still hold ana's rows.
     assert pseudonyms_in_files(settings)[ana] == 6

@@ -74,3 +74,23 @@ def test_bad_values_raise() -> None:
         encode({"event_id": "e"})
     with pytest.raises(TypeError):
         compile_writer({"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"}]})({"n": "1"})  # type: ignore[misc]
+
+
+def test_fields_with_defaults_may_be_left_out_as_fastavro_allows() -> None:
+    """A writer that predates an evolved contract leaves out the fields added with defaults."""
+    schema = schema_json("ConsentChange")
+    defaulted = [f["name"] for f in schema["fields"] if "default" in f]
+    assert {"issuer", "subject", "gpc", "collection_method"} <= set(defaulted)
+    value = {"receipt_id": "r1", "user_id": "u1", "action": "grant", "category": "post",
+             "purpose": "train_ai_system.generative", "at": 1_700_000_000_000, "source": "cli", "terms_version": 2,
+             "notice_version": None, "jurisdiction": None, "expires_at": None, "tier": None, "plan": None,
+             "consent_version": 1}
+    value = {k: v for k, v in value.items() if k not in defaulted}
+    encode = compile_writer(schema)
+    assert encode is not None
+    reference = io.BytesIO()
+    fastavro.schemaless_writer(reference, fastavro.parse_schema(schema), value)
+    assert encode(value) == reference.getvalue()
+    required = next(f["name"] for f in schema["fields"] if "default" not in f)
+    with pytest.raises(KeyError):  # a field without a default is still required
+        encode({k: v for k, v in value.items() if k != required})
