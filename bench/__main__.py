@@ -46,14 +46,14 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
     for name in ("bootstrap_servers", "schema_registry_url", "topic_prefix", "batch_size", "data_dir"):
         env[f"CONSENTGATE_{name.upper()}"] = str(getattr(settings, name))
-    env["CONSENTGATE_PSEUDONYM_SECRET"] = "bench"
+    env["CONSENTGATE_PSEUDONYM_SECRET"] = settings.require_secret().decode()
     env.update(extra)
     return env
 
 
 def _settings_json(settings: Settings) -> str:
     return json.dumps({k: v for k, v in settings.model_dump(mode="json").items() if v is not None} |
-                      {"pseudonym_secret": "bench"})
+                      {"pseudonym_secret": settings.require_secret().decode()})
 
 
 def _commit_at_end(settings: Settings, group: str, topic: str) -> None:

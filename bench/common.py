@@ -20,7 +20,7 @@ from consentgate.cluster import embedded
 from consentgate.settings import Settings
 from consentgate.synthetic import activity, consent_population
 
-BENCH_SECRET = "bench-pseudonym-secret"
+BENCH_SECRET = "bench-pseudonym-secret-0123456789abcdef"  # at least 32 bytes
 
 
 @dataclass
@@ -39,7 +39,9 @@ def workbench(partitions: int = 3, **overrides: object) -> Workbench:
                                        "schema_registry_url": info.schema_registry_url})
     prefix = str(overrides.pop("topic_prefix", f"bench{uuid.uuid4().hex[:8]}."))
     settings = base.model_copy(update={
-        "topic_prefix": prefix, "partitions": partitions, "pseudonym_secret": BENCH_SECRET,
+        # the data dir's secret when `up` made one: a worker started with another is refused
+        "topic_prefix": prefix, "partitions": partitions,
+        "pseudonym_secret": base.resolved().pseudonym_secret or BENCH_SECRET,
         "group_id": f"{prefix}gate", "transactional_id_prefix": f"{prefix}gate", "worker_id": "bench",
         **overrides})
     settings = Settings(**{k: getattr(settings, k) for k in Settings.model_fields})  # re-validate

@@ -90,7 +90,7 @@ def main() -> None:
             conf = {k: str(v) if k in ("data_dir", "cache_dir") else v
                     for k, v in bench.settings.model_dump(mode="json").items() if v is not None}
             conf["consent_store"] = store
-            conf["pseudonym_secret"] = "x"
+            conf["pseudonym_secret"] = bench.settings.require_secret().decode()
             proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(conf), user_id(users - 1)],
                                   capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:

@@ -16,14 +16,15 @@ import sys
 import uuid
 
 from bench.common import cores, load_activity, load_consent, timed, workbench
+from consentgate.settings import Settings
 
 
-def run_workers(settings: object, count: int) -> tuple[int, float]:
+def run_workers(settings: Settings, count: int) -> tuple[int, float]:
     tag = uuid.uuid4().hex[:6]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSENTGATE_")}
     for name in ("bootstrap_servers", "schema_registry_url", "topic_prefix", "batch_size", "data_dir"):
         env[f"CONSENTGATE_{name.upper()}"] = str(getattr(settings, name))
-    env.update({"CONSENTGATE_PSEUDONYM_SECRET": "bench", "CONSENTGATE_GROUP_ID": f"scale-{tag}",
+    env.update({"CONSENTGATE_PSEUDONYM_SECRET": settings.require_secret().decode(), "CONSENTGATE_GROUP_ID": f"scale-{tag}",
                 "CONSENTGATE_TRANSACTIONAL_ID_PREFIX": f"scale-{tag}"})
     procs = [subprocess.Popen([sys.executable, "-m", "consentgate.cli.main", "gate", "--worker-id", f"w{i}",
                                "--until-idle", "5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
