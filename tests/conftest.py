@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -98,17 +99,18 @@ def topics(settings: Settings, catalog: Catalog) -> Iterator[TopicNames]:
 LEDGER_SERVER = os.environ.get("CONSENTGATE_TEST_LEDGER_URL")
 
 
-@pytest.fixture
-def ledger_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty ledger database: on the PostgreSQL server CI starts, else SQLite."""
+@contextlib.contextmanager
+def fresh_database(tmp_path: Path, purpose: str) -> Iterator[str]:
+    """A fresh, empty database for ``purpose`` (ledger, iceberg catalog): on the PostgreSQL server CI
+    starts, else SQLite in the test's directory."""
     if not LEDGER_SERVER:
         if IN_CI:
-            pytest.fail("CI must test the ledger on PostgreSQL: set CONSENTGATE_TEST_LEDGER_URL (.ci/run does)")
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+            pytest.fail(f"CI must test the {purpose} on PostgreSQL: set CONSENTGATE_TEST_LEDGER_URL (.ci/run does)")
+        yield f"sqlite:///{tmp_path / (purpose + '.db')}"
         return
     from sqlalchemy import create_engine, text
 
-    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    name = f"{purpose}_{uuid.uuid4().hex[:12]}"
     server = create_engine(LEDGER_SERVER, isolation_level="AUTOCOMMIT")
     with server.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
@@ -116,6 +118,13 @@ def ledger_url(tmp_path: Path) -> Iterator[str]:
     with server.connect() as conn:
         conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
     server.dispose()
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger database."""
+    with fresh_database(tmp_path, "ledger") as url:
+        yield url
 
 
 @dataclass(frozen=True)

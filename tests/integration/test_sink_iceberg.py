@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -36,7 +35,7 @@ from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.settings import Settings
 from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
-from tests.conftest import IN_CI, LEDGER_SERVER, TEST_SECRET, SettingsFactory
+from tests.conftest import TEST_SECRET, SettingsFactory, fresh_database
 from tests.helpers import produce_events, produce_raw, run_gate, wait_for
 from tests.integration.test_foundation import run_cli
 
@@ -46,22 +45,9 @@ SECRET = TEST_SECRET.encode()
 
 @pytest.fixture
 def iceberg_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty catalog database: on the PostgreSQL server CI starts, else SQLite."""
-    if not LEDGER_SERVER:
-        if IN_CI:
-            pytest.fail("CI must test the Iceberg catalog on PostgreSQL: set CONSENTGATE_TEST_LEDGER_URL")
-        yield f"sqlite:///{tmp_path / 'iceberg-catalog.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    name = f"iceberg_{uuid.uuid4().hex[:12]}"
-    server = create_engine(LEDGER_SERVER, isolation_level="AUTOCOMMIT")
-    with server.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield LEDGER_SERVER.rsplit("/", 1)[0] + f"/{name}"
-    with server.connect() as conn:
-        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-    server.dispose()
+    """A fresh, empty Iceberg catalog database."""
+    with fresh_database(tmp_path, "iceberg") as url:
+        yield url
 
 
 def scan(settings: Settings, topic: str) -> list[dict[str, Any]]:
