@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     transaction_timeout_ms: int = Field(10_000, ge=1000)
     consent_store: Literal["memory", "rocksdb"] = "memory"
+    gate_kernel: Literal["auto", "compiled", "reference"] = Field(
+        "auto", description="the gate's batch kernel: compiled (Rust), reference (Python), or auto: compiled "
+        "when it is built here")
 
     # repr=False: the URL may hold a password; print redacted_ledger() instead.
     ledger_url: str | None = Field(None, repr=False, description="SQLAlchemy URL of the payout ledger; "

@@ -105,8 +105,8 @@ class Codec:
         assert data is not None
         return data
 
-    def writer_for(self, topic: str) -> Callable[[dict[str, Any]], bytes]:
-        """A fast encoder for ``topic``: the registered latest schema, framed as Confluent does."""
+    def registered(self, topic: str) -> tuple[dict[str, Any], bytes]:
+        """The latest schema registered for ``topic``'s values (JSON form) and its Confluent header."""
         subject = f"{topic}-value"
         try:
             registered = self._client.get_latest_version(subject)
@@ -115,7 +115,28 @@ class Codec:
                 raise EncodeError(f"no schema registered for {subject}: run `consentgate topics create`") from exc
             raise RegistryUnavailable(f"schema registry error for {subject}: {exc}") from exc
         schema_json = json.loads(registered.schema.schema_str or "null")
-        header = b"\x00" + struct.pack(">I", registered.schema_id)
+        return schema_json, b"\x00" + struct.pack(">I", registered.schema_id)
+
+    def reads_as_is(self, schema_id: int) -> bool:
+        """True when records written with ``schema_id`` were read here and its schema is the reader's own
+        (so the bytes are exactly this contract's encoding, and a strict decoder of it reads them)."""
+        writer = self._writers.get(schema_id)
+        return writer is not None and not writer.resolve
+
+    def as_is_id(self, topic: str) -> int | None:
+        """The id of ``topic``'s latest registered schema when it is the reader's own, else None."""
+        try:
+            _, header = self.registered(topic)
+            schema_id = int.from_bytes(header[1:5], "big")
+            self._writers.get(schema_id) or self._writer(schema_id, {"raw": b"", "topic": topic, "partition": -1,
+                                                                     "offset": -1})
+        except (EncodeError, RecordError):
+            return None
+        return schema_id if self.reads_as_is(schema_id) else None
+
+    def writer_for(self, topic: str) -> Callable[[dict[str, Any]], bytes]:
+        """A fast encoder for ``topic``: the registered latest schema, framed as Confluent does."""
+        schema_json, header = self.registered(topic)
         compiled = compile_writer(schema_json, header)
         if compiled is not None:
             def encode_compiled(value: dict[str, Any]) -> bytes:

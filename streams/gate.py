@@ -37,6 +37,17 @@ from consentgate.connectors.retry import (
 )
 from consentgate.connectors.reader import ReadTimeout
 from consentgate.connectors.topics import TopicNames
+from consentgate.kernel import (
+    BatchResult,
+    Fetched,
+    KernelConfig,
+    NativeKernel,
+    OutputPlan,
+    ReferenceKernel,
+    UnsupportedSchema,
+    kernel_for,
+    plan_output,
+)
 from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.schemas.errors import (
     MissingValue,
@@ -57,6 +68,7 @@ from consentgate.streams.outputs import (
 
 from consentgate.catalog import Catalog
 from consentgate.decision import decide
+from consentgate.errors import ConfigurationError
 from consentgate.pseudonyms import key_id, pseudonym, record_id
 from consentgate.quality import assess
 from consentgate.settings import Settings
@@ -92,6 +104,20 @@ class _Batch:
     decisions: int = 0
     records_passed: int = 0
 
+    def add(self, result: BatchResult) -> None:
+        """Count what a kernel routed into this transaction."""
+        self.outcomes.update(result.outcomes)
+        self.dlq.update(result.dead_letters)
+        self.decisions += result.decisions
+        self.records_passed += result.records_passed
+
+
+def fetched(msg: Message) -> Fetched:
+    """What the reference kernel reads of a fetched record."""
+    kind, timestamp = msg.timestamp()
+    return Fetched(msg.key(), msg.value(), msg.topic(), msg.partition(), msg.offset(),  # type: ignore[arg-type]
+                   timestamp if kind else None)
+
 
 class Gate:
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
@@ -111,6 +137,12 @@ class Gate:
         self._enc_dlq = codecs["DeadLetter"].writer_for(self.topics.dlq)
         self._enc_contribution = codecs["Contribution"].writer_for(self.topics.contributions)
         self._enc_training = {p: codecs["TrainingRecord"].writer_for(t) for p, t in self.topics.training.items()}
+        try:
+            self.kernel = self._kernel(codecs)
+        except BaseException:
+            self._registry.close()
+            raise
+        self._native = isinstance(self.kernel, NativeKernel)  # reads fetched messages as they are
         self.view = ConsentView(settings, self.topics.consent_state, codecs["ConsentState"], self.metrics,
                                 self.worker_id)
         self._consumer = consumer(settings, settings.group_id, **{
@@ -127,6 +159,36 @@ class Gate:
                                                                                    Failure.PERMANENT}))
         self._pause = Pause(Backoff(0.25, 5.0))  # between retries of a batch the cluster could not take
         self.ready = threading.Event()  # set once the view is recovered and the worker has subscribed
+
+    def _kernel(self, codecs: Codecs) -> NativeKernel | ReferenceKernel | None:
+        """The batch kernel the settings ask for, over the outputs' registered schemas; None (decide record
+        by record) when a registered output schema has a field the kernel cannot write."""
+        choice = self.settings.gate_kernel
+        topics = self.topics
+        schemas: dict[str, dict[str, Any]] = {}
+
+        def plan(topic: str, contract: str) -> OutputPlan:
+            schema, header = codecs[contract].registered(topic)
+            schemas.setdefault(contract, schema)
+            if schemas[contract] != schema:  # one schema per contract in the reference's writers
+                raise UnsupportedSchema(f"{contract} is registered with different schemas on different topics")
+            return plan_output(topic, contract, schema, header)
+
+        try:
+            config = KernelConfig(
+                catalog=self.catalog, secret=self._secret,
+                decisions=plan(topics.decisions, "Decision"), dead_letters=plan(topics.dlq, "DeadLetter"),
+                contributions=plan(topics.contributions, "Contribution"),
+                training={p: plan(t, "TrainingRecord") for p, t in topics.training.items()},
+                known_schema_ids=frozenset(i for i in (self._activity.as_is_id(topics.activity),) if i is not None),
+                worker=self.worker_id,
+                clock_skew_ms=int(self.settings.clock_skew_s * 1000), max_record_bytes=self.settings.max_record_bytes)
+        except UnsupportedSchema as exc:
+            if choice != "auto":
+                raise ConfigurationError(f"gate_kernel={choice}: {exc}") from exc
+            log.warning("deciding record by record: %s", exc)
+            return None
+        return kernel_for(config, schemas, compiled={"auto": None, "compiled": True, "reference": False}[choice])
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -301,16 +363,38 @@ class Gate:
     def _decide_all(self, msgs: list[Message], prod: Producer, batch: _Batch) -> None:
         # Decide with exactly the (millisecond) time the Decision records, so a replay agrees.
         now_ms = time.time_ns() // 1_000_000
+        batch.records += len(msgs)
+        offsets = batch.offsets
+        for msg in msgs:  # error events were removed by _records
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+        kernel = self.kernel
+        if kernel is None:
+            self._decide_records(msgs, prod, batch, now_ms)
+            return
+        result = kernel.route(msgs if self._native else [fetched(m) for m in msgs], self.view.get, now_ms)
+        for topic, records in result.outputs.items():
+            for key, value in records:
+                produce(prod, topic, value, key)
+        batch.add(result)
+        if result.deferred:  # written with a schema id the kernel has not seen read as-is: the codec reads them
+            deferred = [msgs[i] for i in result.deferred]
+            self._decide_records(deferred, prod, batch, now_ms)
+            for msg in deferred:
+                schema_id = int.from_bytes(msg.value()[1:5], "big")  # type: ignore[index]
+                if self._activity.reads_as_is(schema_id):
+                    kernel.learn_schema_id(schema_id)
+
+    def _decide_records(self, msgs: list[Message], prod: Producer, batch: _Batch, now_ms: int) -> None:
+        """Decide record by record through the registry codec and the Python modules: records the kernel
+        defers (another writer schema), or all of them when the kernel cannot write the registered outputs."""
         now = datetime.fromtimestamp(now_ms / 1000, timezone.utc)
         skew_limit = now + self.settings.clock_skew
-        batch.records += len(msgs)
         topics = self.topics
-        for msg in msgs:  # error events were removed by _records
+        for msg in msgs:
             # A fetched record always has its coordinates; the stubs type them Optional.
             topic: str = msg.topic()  # type: ignore[assignment]
             partition: int = msg.partition()  # type: ignore[assignment]
             offset: int = msg.offset()  # type: ignore[assignment]
-            batch.offsets[(topic, partition)] = offset + 1
             try:
                 event = self._read(msg, now, skew_limit)
             except RecordError as exc:

@@ -67,3 +67,8 @@ class NativeKernel:
     def learn_schema_id(self, schema_id: int) -> None:
         """Decode records written with ``schema_id`` too (the codec found it equal to the reader schema)."""
         self._kernel.learn_schema_id(schema_id)
+
+    @property
+    def known_schema_ids(self) -> frozenset[int]:
+        """The ActivityEvent writer schema ids this kernel decodes (others are deferred)."""
+        return frozenset(self._kernel.known_schema_ids)

@@ -116,6 +116,11 @@ class ReferenceKernel:
         """Decode records written with ``schema_id`` too (the codec found it equal to the reader schema)."""
         self._known.add(schema_id)
 
+    @property
+    def known_schema_ids(self) -> frozenset[int]:
+        """The ActivityEvent writer schema ids this kernel decodes (others are deferred)."""
+        return frozenset(self._known)
+
     def route(self, batch: Sequence[Fetched], lookup: Lookup, now_ms: int) -> BatchResult:
         """Decide ``batch`` at ``now_ms``; records with an unknown writer schema id are left in ``deferred``."""
         cfg = self.config

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
@@ -71,6 +72,30 @@ fn convert(obj: &Bound<'_, PyAny>, erased_type: &Bound<'_, PyAny>, micros: &Boun
 /// A fetched record as Python passes it: (key, value, topic, partition, offset, timestamp).
 type Parts<'py> =
     (Option<Bound<'py, PyBytes>>, Option<Bound<'py, PyBytes>>, Bound<'py, PyString>, i32, i64, Option<i64>);
+
+/// One batch item: a `Fetched` tuple, or a fetched `confluent_kafka.Message` (read through its accessors,
+/// so the gate hands over what it consumed without building tuples).
+fn parts<'py>(batch: &Bound<'py, PyAny>) -> PyResult<Vec<Parts<'py>>> {
+    let mut out: Vec<Parts<'py>> = Vec::new();
+    for item in batch.try_iter()? {
+        let item = item?;
+        if item.is_instance_of::<PyTuple>() {
+            out.push(item.extract()?);
+            continue;
+        }
+        // (type, ms): type 0 is TIMESTAMP_NOT_AVAILABLE
+        let (kind, timestamp): (i32, i64) = item.call_method0(intern!(item.py(), "timestamp"))?.extract()?;
+        out.push((
+            item.call_method0(intern!(item.py(), "key"))?.extract()?,
+            item.call_method0(intern!(item.py(), "value"))?.extract()?,
+            item.call_method0(intern!(item.py(), "topic"))?.extract()?,
+            item.call_method0(intern!(item.py(), "partition"))?.extract()?,
+            item.call_method0(intern!(item.py(), "offset"))?.extract()?,
+            (kind != 0).then_some(timestamp),
+        ));
+    }
+    Ok(out)
+}
 
 fn fetched<'a>(parts: &'a [Parts<'_>]) -> PyResult<Vec<Fetched<'a>>> {
     parts
@@ -176,10 +201,7 @@ impl Kernel {
         lookup: &Bound<'py, PyAny>,
         now_ms: i64,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let mut parts: Vec<Parts<'py>> = Vec::new();
-        for item in batch.try_iter()? {
-            parts.push(item?.extract()?);
-        }
+        let parts = parts(batch)?;
         let fetched = fetched(&parts)?;
         let Kernel { inner, topics, erased_type, micros, cache } = self;
         let (erased_type, micros) = (erased_type.bind(py), micros.bind(py));
@@ -226,10 +248,7 @@ impl Kernel {
         now_ms: i64,
         stage: u8,
     ) -> PyResult<u64> {
-        let mut parts: Vec<Parts<'_>> = Vec::new();
-        for item in batch.try_iter()? {
-            parts.push(item?.extract()?);
-        }
+        let parts = parts(batch)?;
         let fetched = fetched(&parts)?;
         let Kernel { inner, erased_type, micros, cache, .. } = self;
         let (erased_type, micros) = (erased_type.bind(py), micros.bind(py));
@@ -243,6 +262,12 @@ impl Kernel {
         if !self.inner.config.known_schema_ids.contains(&schema_id) {
             self.inner.config.known_schema_ids.push(schema_id);
         }
+    }
+
+    /// The ActivityEvent writer schema ids decoded here (records with others are deferred).
+    #[getter]
+    fn known_schema_ids(&self) -> Vec<u32> {
+        self.inner.config.known_schema_ids.clone()
     }
 
     /// The key id written beside every keyed hash.
