@@ -18,6 +18,7 @@ SLEEP = "import sys, time; time.sleep(60)"
 def _fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, registry_exits: int) -> list[embedded.ManagedProcess]:
     spawned: list[embedded.ManagedProcess] = []
     exits = [registry_exits]
+    exiting: set[int] = set()  # pids of the stand-in registries that exit at start
 
     def start(name: str, code: str) -> Any:
         popen, managed = embedded._spawn(name, [sys.executable, "-c", code, str(tmp_path)], tmp_path / f"{name}.log")
@@ -27,17 +28,20 @@ def _fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, registry_exits: int) 
     def start_registry(settings: Settings, port: int) -> Any:
         if exits[0] > 0:
             exits[0] -= 1
-            return start("registry", "import sys; print('H2 acquisition timeout'); sys.exit(3)")
+            popen, managed = start("registry", "import sys; print('H2 acquisition timeout'); sys.exit(3)")
+            exiting.add(managed.pid)
+            return popen, managed
         return start("registry", SLEEP)
 
     monkeypatch.setattr(embedded, "require_tools", lambda: None)
     monkeypatch.setattr(embedded, "_start_kafka", lambda settings, ports, secure: start("kafka", SLEEP))
     monkeypatch.setattr(embedded, "_start_registry", start_registry)
     monkeypatch.setattr(embedded, "_kafka_ready", lambda conf: True)
-    # ready only once a registry that did not exit has run for a moment
+    # ready only when the newest process is a registry that stays up (one that exits never answers: up must
+    # see it exit, however long the interpreter takes to start)
     monkeypatch.setattr(embedded, "_registry_ready",
-                        lambda url: spawned[-1].name == "registry" and embedded._CHILDREN[spawned[-1].pid].poll()
-                        is None and "exit" not in Path(f"/proc/{spawned[-1].pid}/cmdline").read_text())
+                        lambda url: spawned[-1].name == "registry" and spawned[-1].pid not in exiting
+                        and embedded._CHILDREN[spawned[-1].pid].poll() is None)
     return spawned
 
 
