@@ -376,9 +376,13 @@ class Gate:
             self._decide_records(msgs, prod, batch, now_ms)
             return
         result = kernel.route(msgs if self._native else [fetched(m) for m in msgs], self.view.get, now_ms)
+        send = prod.produce
         for topic, records in result.outputs.items():
             for key, value in records:
-                produce(prod, topic, value, key)
+                try:
+                    send(topic, value, key)
+                except BufferError:  # librdkafka's queue is full: wait for room (never drop a record)
+                    produce(prod, topic, value, key)
         batch.add(result)
         if result.deferred:  # written with a schema id the kernel has not seen read as-is: the codec reads them
             deferred = [msgs[i] for i in result.deferred]
