@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
     session_timeout_ms: int = Field(10_000, ge=1000)
     transaction_timeout_ms: int = Field(10_000, ge=1000)
-    consent_store: Literal["memory", "rocksdb"] = "memory"
+    consent_store: Literal["compact", "memory", "rocksdb"] = Field(
+        "compact", description="the consent view: packed in memory (compact, the compiled kernel's), raw "
+        "bytes in memory, or on disk")
 
     # repr=False: the URL may hold a password; print redacted_ledger() instead.
     ledger_url: str | None = Field(None, repr=False, description="SQLAlchemy URL of the payout ledger; "

@@ -167,6 +167,19 @@ class Codec:
             raise SchemaMismatch(f"decoded {self.contract} is not a record", **coords)
         return value
 
+    def reads_natively(self, schema_id: int) -> bool | None:
+        """Whether records written with ``schema_id`` are in exactly this contract's schema, so a strict
+        reader of the contract reads them as ``decode`` does (False for a schema that differs and for ids
+        the registry refuses; None when the registry cannot be asked now)."""
+        try:
+            writer = self._writers.get(schema_id) or self._writer(
+                schema_id, {"raw": b"", "topic": "", "partition": -1, "offset": -1})
+        except RegistryUnavailable:
+            return None
+        except RecordError:
+            return False
+        return not writer.resolve
+
     def _writer(self, schema_id: int, coords: dict[str, Any]) -> _WriterSchema:
         """The writer schema of ``schema_id``, fetched once; ids the registry refused are remembered
         (unknown ones for a while, mismatched ones for good: a schema id's content never changes), so a

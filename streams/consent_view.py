@@ -21,12 +21,14 @@ from consentgate.schemas.records import consent_from_avro
 from consentgate.streams.consent_store import (
     CORRUPT,
     TOMBSTONE,
+    CompactStore,
     ConsentStore,
     MemoryStore,
     RocksStore,
 )
 from consentgate.streams.metrics import GateMetrics
 
+from consentgate.kernel import native
 from consentgate.model import ConsentLookup, ConsentState, Erased
 from consentgate.settings import Settings
 
@@ -46,16 +48,33 @@ class ConsentView:
         self._metrics = metrics
         self._admin = admin(settings)
         self._consumer = consumer(settings, f"consent-view-{uuid.uuid4()}")
-        self._store: ConsentStore = (RocksStore(settings.data_dir / "views" / worker_id)
-                                     if settings.consent_store == "rocksdb" else MemoryStore())
+        self._store = self._open_store(worker_id)
         self._cache: OrderedDict[str, ConsentLookup] = OrderedDict()
         self._partitions = partitions_of(self._consumer, topic)
         self._consumer.assign([TopicPartition(topic, tp.partition, -2) for tp in self._partitions])
         self.corrupt = 0
 
+    def _open_store(self, worker_id: str) -> ConsentStore:
+        kind = self._settings.consent_store
+        if kind == "rocksdb":
+            return RocksStore(self._settings.data_dir / "views" / worker_id)
+        if kind == "compact":
+            module, why = native.load()
+            if module is not None:
+                return CompactStore(module.ConsentTable(self._codec.reads_natively, self.get))
+            log.warning("the compact consent store needs the compiled kernel: %s; keeping raw bytes in memory", why)
+        return MemoryStore()
+
     def close(self) -> None:
         self._consumer.close()
         self._store.close()
+
+    def kernel_lookup(self) -> object:
+        """What ``Kernel.route`` reads consent through: the compact store's table (read natively, this
+        view's ``get`` for users it keeps raw), else ``get``."""
+        if isinstance(self._store, CompactStore):
+            return self._store.table
+        return self.get
 
     def __len__(self) -> int:
         return len(self._store)
@@ -90,9 +109,9 @@ class ConsentView:
                 pending.append((key.decode(errors="replace"), TOMBSTONE if value is None else value))
                 applied += 1
                 if len(pending) >= RECOVERY_BATCH:
-                    self._store.put_many(pending)
+                    self._put_many(pending)
                     pending = []
-            self._store.put_many(pending)
+            self._put_many(pending)
         lag = sum(ends.values()) - sum(max(p.offset, 0) for p in self._consumer.position(self._partitions))
         self._metrics.consent_view_lag.set(max(lag, 0))
         self._metrics.consent_view_size.set(len(self._store))
@@ -105,19 +124,31 @@ class ConsentView:
             return
         user = key.decode(errors="replace")
         previous = self.get(user)
-        self._store.put(user, TOMBSTONE if msg.value() is None else msg.value())
+        problem = self._store.put(user, TOMBSTONE if msg.value() is None else msg.value())
         self._cache.pop(user, None)
+        if problem is not None:
+            self._unreadable(problem)
         if isinstance(previous, ConsentState) and _revokes(previous, self.get(user)):
             _, ts = msg.timestamp()
             if ts > 0:
                 self._metrics.revocation_latency.observe(max(time.time() - ts / 1000, 0.0))
+
+    def _put_many(self, items: list[tuple[str, bytes]]) -> None:
+        for _, problem in self._store.put_many(items):
+            self._unreadable(problem)
+
+    def _unreadable(self, problem: str) -> None:
+        """A store that decodes on the way in found a record unreadable (it holds the user as CORRUPT)."""
+        self._corrupt(f"for a user: {problem}; the user is denied until a valid state arrives")
 
     def _corrupt(self, what: str) -> None:
         self.corrupt += 1
         self._metrics.consent_corrupt.inc()
         log.error("unreadable consent.state record %s", what)
 
-    def _decode(self, user: str, raw: bytes | None) -> ConsentLookup:
+    def _decode(self, user: str, raw: bytes | ConsentState | None) -> ConsentLookup:
+        if isinstance(raw, ConsentState):  # decoded by the store
+            return raw
         if raw is None or raw == CORRUPT:
             return None
         if raw == TOMBSTONE:
