@@ -12,6 +12,7 @@ from consentgate.connectors.kafka import admin, consumer
 from consentgate.connectors.reader import (
     ReadTimeout,
     partitions_of,
+    read_batches_until,
     read_until,
     stable_ends,
 )
@@ -98,20 +99,16 @@ class ConsentView:
             for msg in read_until(self._consumer, ends, timeout):
                 self._apply(msg)
                 applied += 1
-        else:  # recovering: nothing to compare with, so write in batches
-            pending: list[tuple[str, bytes]] = []
-            for msg in read_until(self._consumer, ends, timeout):
-                key = msg.key()
-                if key is None:
-                    self._corrupt(f"[{msg.partition()}]@{msg.offset()} has no key; ignored")
-                    continue
-                value = msg.value()
-                pending.append((key.decode(errors="replace"), TOMBSTONE if value is None else value))
-                applied += 1
-                if len(pending) >= RECOVERY_BATCH:
-                    self._put_many(pending)
-                    pending = []
-            self._put_many(pending)
+        else:  # recovering: nothing to compare with, so write as fetched
+            for msgs in read_batches_until(self._consumer, ends, timeout, RECOVERY_BATCH):
+                items = [(key.decode(errors="replace"), msg.value() or TOMBSTONE)
+                         for msg in msgs if (key := msg.key()) is not None]
+                if len(items) < len(msgs):
+                    for msg in msgs:
+                        if msg.key() is None:
+                            self._corrupt(f"[{msg.partition()}]@{msg.offset()} has no key; ignored")
+                self._put_many(items)
+                applied += len(items)
         lag = sum(ends.values()) - sum(max(p.offset, 0) for p in self._consumer.position(self._partitions))
         self._metrics.consent_view_lag.set(max(lag, 0))
         self._metrics.consent_view_size.set(len(self._store))

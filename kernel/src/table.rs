@@ -203,40 +203,59 @@ impl<'a> Packed<'a> {
         self.pos += n;
         &self.data[self.pos - n..self.pos]
     }
+
+    fn string(&mut self) -> String {
+        let n = self.uvarint() as usize;
+        String::from_utf8(self.bytes(n).to_vec()).expect("the table packs valid UTF-8 only")
+    }
 }
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Per byte: its hex digit value, | LOWER or UPPER for a letter, or INVALID.
+const HEX: [u8; 256] = {
+    let mut table = [INVALID; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            b'0'..=b'9' => c as u8 - b'0',
+            b'a'..=b'f' => (c as u8 - b'a' + 10) | LOWER,
+            b'A'..=b'F' => (c as u8 - b'A' + 10) | UPPER,
+            _ => INVALID,
+        };
+        c += 1;
+    }
+    table
+};
+const LOWER: u8 = 0x10;
+const UPPER: u8 = 0x20;
+const INVALID: u8 = 0x40;
 
 /// A canonical UUID string (8-4-4-4-12 hex digits, one case) as 16 bytes and the case it was in.
 fn uuid_bytes(s: &str) -> Option<([u8; 16], u8)> {
     let b = s.as_bytes();
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+    if b.len() != 36 || b[8] != b'-' || b[13] != b'-' || b[18] != b'-' || b[23] != b'-' {
         return None;
     }
-    let (mut lower, mut upper) = (false, false);
     let mut out = [0u8; 16];
+    let mut seen = 0u8;
     let mut n = 0;
     for (i, &c) in b.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
+        if i == 8 || i == 13 || i == 18 || i == 23 {
             continue;
         }
-        let v = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => {
-                lower = true;
-                c - b'a' + 10
-            }
-            b'A'..=b'F' => {
-                upper = true;
-                c - b'A' + 10
-            }
-            _ => return None,
-        };
-        out[n / 2] |= if n % 2 == 0 { v << 4 } else { v };
+        let v = HEX[usize::from(c)];
+        seen |= v;
+        out[n / 2] |= (v & 0xF) << (4 * (1 - n % 2));
         n += 1;
     }
-    match (lower, upper) {
-        (true, true) => None,
-        (false, true) => Some((out, RECEIPT_UUID_UPPER)),
-        _ => Some((out, RECEIPT_UUID_LOWER)),
+    match seen & (LOWER | UPPER | INVALID) {
+        0 | LOWER => Some((out, RECEIPT_UUID_LOWER)),
+        UPPER => Some((out, RECEIPT_UUID_UPPER)),
+        _ => None,
     }
 }
 
@@ -267,45 +286,43 @@ fn encode_key(key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Strings seen often (categories, purposes) as small ids; bounded, so hostile input cannot grow it.
+/// (category, purpose) pairs as small ids; bounded, so hostile input cannot grow it without end.
 #[derive(Default)]
-struct Interner {
-    names: Vec<Box<str>>,
-    ids: HashMap<Box<str>, u32>,
+struct Pairs {
+    names: Vec<(Box<str>, Box<str>)>,
+    ids: HashMap<Box<str>, HashMap<Box<str>, u32>>,
 }
 
-impl Interner {
-    fn put(&mut self, s: &str, out: &mut Vec<u8>) {
-        let id = match self.ids.get(s) {
-            Some(&id) => Some(id),
-            None if self.names.len() < MAX_INTERNED => {
-                let id = self.names.len() as u32;
-                self.names.push(s.into());
-                self.ids.insert(s.into(), id);
-                Some(id)
+impl Pairs {
+    /// The pair's reference: its id + 1, or 0 when it is written literally after the grant's head.
+    fn id(&mut self, category: &str, purpose: &str) -> u64 {
+        if self.names.len() <= 32 {
+            // a catalog's few pairs: comparing them beats hashing
+            if let Some(at) = self.names.iter().position(|(c, p)| **c == *category && **p == *purpose) {
+                return at as u64 + 1;
             }
-            None => None,
-        };
-        match id {
-            Some(id) => put_uvarint(out, u64::from(id) << 1),
-            None => {
-                put_uvarint(out, (s.len() as u64) << 1 | 1);
-                out.extend_from_slice(s.as_bytes());
-            }
+        } else if let Some(&id) = self.ids.get(category).and_then(|p| p.get(purpose)) {
+            return u64::from(id) + 1;
         }
+        if self.names.len() >= MAX_INTERNED {
+            return 0;
+        }
+        let id = self.names.len() as u32;
+        self.names.push((category.into(), purpose.into()));
+        self.ids.entry(category.into()).or_default().insert(purpose.into(), id);
+        u64::from(id) + 1
     }
 
-    fn get(&self, r: &mut Packed<'_>) -> String {
-        let head = r.uvarint();
-        if head & 1 == 0 {
-            return self.names[(head >> 1) as usize].to_string();
+    fn get(&self, reference: u64, r: &mut Packed<'_>) -> (String, String) {
+        if reference > 0 {
+            let (category, purpose) = &self.names[(reference - 1) as usize];
+            return (category.to_string(), purpose.to_string());
         }
-        let bytes = r.bytes((head >> 1) as usize);
-        String::from_utf8(bytes.to_vec()).expect("the table packs valid UTF-8 only")
+        (r.string(), r.string())
     }
 
     fn bytes(&self) -> usize {
-        self.names.iter().map(|n| 2 * n.len() + 48).sum::<usize>() + self.ids.capacity() * 24
+        self.names.iter().map(|(c, p)| 2 * (c.len() + p.len()) + 96).sum::<usize>()
     }
 }
 
@@ -317,7 +334,7 @@ pub struct Table {
     live: usize,
     garbage: usize,
     hasher: RandomState,
-    strings: Interner,
+    pairs: Pairs,
     /// schema id -> read natively (its writer schema is exactly the contract)
     schema_ids: HashMap<u32, bool>,
     scratch: Vec<u8>,
@@ -338,7 +355,7 @@ impl Table {
             live: 0,
             garbage: 0,
             hasher: RandomState::new(),
-            strings: Interner::default(),
+            pairs: Pairs::default(),
             schema_ids: HashMap::new(),
             scratch: Vec::new(),
         }
@@ -357,7 +374,7 @@ impl Table {
     pub fn memory(&self) -> usize {
         self.slots.capacity() * 8
             + self.segments.iter().map(Vec::capacity).sum::<usize>()
-            + self.strings.bytes()
+            + self.pairs.bytes()
             + self.schema_ids.capacity() * 8
     }
 
@@ -459,9 +476,13 @@ impl Table {
         for g in &state.grants {
             let receipt = uuid_bytes(g.receipt_id);
             let kind = receipt.map_or(RECEIPT_TEXT, |r| r.1);
-            out.push(u8::from(g.expires_at.is_some()) | kind << 1);
-            self.strings.put(g.category, out);
-            self.strings.put(g.purpose, out);
+            // the head: pair reference << 3 | receipt kind << 1 | expires (one byte for the first 15 pairs)
+            let pair = self.pairs.id(g.category, g.purpose);
+            put_uvarint(out, pair << 3 | u64::from(kind) << 1 | u64::from(g.expires_at.is_some()));
+            if pair == 0 {
+                put_string(out, g.category);
+                put_string(out, g.purpose);
+            }
             put_uvarint(out, zigzag(g.granted_at.wrapping_sub(state.updated_at)));
             if let Some(expires) = g.expires_at {
                 put_uvarint(out, zigzag(expires.wrapping_sub(g.granted_at)));
@@ -469,10 +490,7 @@ impl Table {
             put_uvarint(out, zigzag(i64::from(g.terms_version)));
             match receipt {
                 Some((bytes, _)) => out.extend_from_slice(&bytes),
-                None => {
-                    put_uvarint(out, g.receipt_id.len() as u64);
-                    out.extend_from_slice(g.receipt_id.as_bytes());
-                }
+                None => put_string(out, g.receipt_id),
             }
         }
         None
@@ -610,17 +628,13 @@ impl Table {
         let count = r.uvarint() as usize;
         let mut grants = Vec::with_capacity(count);
         for _ in 0..count {
-            let flags = r.byte();
-            let category = self.strings.get(r);
-            let purpose = self.strings.get(r);
+            let head = r.uvarint();
+            let (category, purpose) = self.pairs.get(head >> 3, r);
             let granted_at = updated_at.wrapping_add(r.varint());
-            let expires_at = (flags & 1 == 1).then(|| granted_at.wrapping_add(r.varint()));
+            let expires_at = (head & 1 == 1).then(|| granted_at.wrapping_add(r.varint()));
             let terms_version = r.varint() as i32;
-            let receipt_id = match flags >> 1 {
-                RECEIPT_TEXT => {
-                    let n = r.uvarint() as usize;
-                    String::from_utf8(r.bytes(n).to_vec()).expect("the table packs valid UTF-8 only")
-                }
+            let receipt_id = match (head >> 1 & 3) as u8 {
+                RECEIPT_TEXT => r.string(),
                 kind => uuid_string(r.bytes(16), kind),
             };
             grants.push(Grant { category, purpose, granted_at, expires_at, terms_version, receipt_id });
@@ -865,6 +879,23 @@ mod tests {
         assert!(matches!(table.get(b"user-49999"), Some(Found::State(s)) if s.version == 2));
         assert_eq!(table.get(b"big"), Some(Found::Raw(&big)));
         assert_eq!(table.len(), users.len() + 1);
+    }
+
+    #[test]
+    fn pairs_past_the_interning_bound_are_written_literally() {
+        let mut table = Table::new();
+        let categories: Vec<String> = (0..MAX_INTERNED + 3).map(|i| format!("c{i}")).collect();
+        for (i, category) in categories.iter().enumerate() {
+            let mut state = sample("r");
+            state.grants[0].category = category;
+            let user = format!("u{i}");
+            assert_eq!(table.put(user.as_bytes(), &framed(&user, &state), &mut native), None);
+        }
+        assert_eq!(table.pairs.names.len(), MAX_INTERNED);
+        for (i, category) in categories.iter().enumerate().rev().take(5) {
+            let Some(Found::State(state)) = table.get(format!("u{i}").as_bytes()) else { panic!() };
+            assert_eq!((&state.grants[0].category, &state.grants[1].purpose), (category, &"é".to_owned()));
+        }
     }
 
     #[test]
