@@ -56,17 +56,16 @@ after, peak = status("VmRSS"), status("VmHWM")
 probe = view.get(sys.argv[2])
 store = getattr(view, "_store")
 print(json.dumps({"records": n, "users": len(view), "seconds": elapsed, "baseline_mib": before,
-                  "after_mib": after, "peak_mib": peak, "probe_ok": probe is not None,
+                  "after_mib": after, "peak_mib": peak, "probe_ok": probe is not None, "corrupt": view.corrupt,
                   "store_bytes": store.memory() if hasattr(store, "memory") else None}))
 """
 
 
 def _uuids(rng: random.Random, n: int) -> list[str]:
-    out = []
-    for _ in range(n):
-        h = f"{rng.getrandbits(128) & ~(0xF << 76 | 0x3 << 62) | (4 << 76 | 0x2 << 62):032x}"  # version 4, RFC variant
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+    """``n`` random version-4 UUID strings."""
+    h = rng.randbytes(16 * n).hex()
+    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{'89ab'[int(h[i + 16], 16) & 3]}{h[i + 17:i + 20]}-"
+            f"{h[i + 20:i + 32]}" for i in range(0, 32 * n, 32)]
 
 
 def load_states(bench_settings: object, topic: str, users: int, seed: int = 5) -> int:
@@ -120,14 +119,14 @@ def recover(bench: Any, store: str, users: int) -> dict[str, Any]:
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
     r: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert r["users"] == users and r["probe_ok"], r
+    assert r["users"] == users and r["probe_ok"] and r["corrupt"] == 0, r
     return r
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--stores", nargs="+", default=["compact", "memory", "rocksdb"],
+    parser.add_argument("--stores", nargs="*", default=["compact", "memory", "rocksdb"],
                         choices=["compact", "memory", "rocksdb"])
     parser.add_argument("--prefixes", nargs="+", help="reuse topics a previous run filled (one per --users)")
     parser.add_argument("--keep", action="store_true", help="keep the topics (default: deleted when done)")

@@ -139,6 +139,14 @@ impl ConsentTable {
         })
     }
 
+    /// `fallback(user)`: what a Python lookup gets, so the table serves the reference kernel too.
+    fn __call__<'py>(&self, py: Python<'py>, user: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        match &self.fallback {
+            Some(fallback) => fallback.bind(py).call1((user,)),
+            None => Err(pyo3::exceptions::PyTypeError::new_err("the consent table has no fallback to call")),
+        }
+    }
+
     /// Read records written with `schema_id` natively (True) or keep them raw (False) from now on.
     fn learn_schema_id(&mut self, schema_id: u32, native: bool) {
         self.table.learn_schema_id(schema_id, native);

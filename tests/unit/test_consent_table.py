@@ -225,9 +225,13 @@ def test_the_route_reads_the_table_as_it_reads_the_view(raw_user: str | None) ->
                     is None
         want = native.route(batch, consent.get, NOW_MS)
         got = native.route(batch, store.table, NOW_MS)
+        routed, called[:] = list(called), []
         assert (got.outputs, got.outcomes, got.dead_letters, got.decisions, got.records_passed, got.deferred) == (
             want.outputs, want.outcomes, want.dead_letters, want.decisions, want.records_passed, want.deferred)
-        assert set(called) <= ({raw_user} if isinstance(consent.get(raw_user or ""), ConsentState) else set())
+        # only the user kept raw goes to the fallback, once a batch
+        assert len(routed) == len(set(routed))
+        assert set(routed) <= ({raw_user} if isinstance(consent.get(raw_user or ""), ConsentState) else set())
+        assert [store.table(u) for u in consent] == list(consent.values()) and called == list(consent)
 
     check()
 
