@@ -154,7 +154,8 @@ def main() -> None:
                 for future in client.delete_topics(mine, operation_timeout=60).values():
                     future.result()
     print(f"\nconditions: {cores()} cores ({os.getloadavg()[0]:.1f} load), 6 partitions, states of {GRANTS} grants "
-          f"with UUID receipts (~{per_state:.0f} bytes framed), one recovering process\n")
+          f"with UUID receipts ({f'~{per_state:.0f} bytes framed' if per_state else 'written by an earlier run'}), "
+          "one recovering process\n")
     print("| people | store | recovery s | people/s | RSS before MiB | RSS after MiB | peak RSS MiB | "
           "view RSS per person (bytes) | table bytes per person | recovery vs memory | peak RSS vs memory | recovery vs rocksdb | "
           "peak RSS vs rocksdb |")
