@@ -160,7 +160,7 @@ def recovery(users: int) -> list[Row]:
     bench = workbench(partitions=6)
     load_states(bench.settings, bench.topics.consent_state, users)
     rows = []
-    for store in ("memory", "rocksdb"):
+    for store in ("compact", "memory", "rocksdb"):
         conf = json.loads(_settings_json(bench.settings)) | {"consent_store": store}
         out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(conf), user_id(users - 1)],
                              capture_output=True, text=True, timeout=3600, check=True)

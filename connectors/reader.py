@@ -43,7 +43,16 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list
 
 def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: float = 30.0,
                batch: int = 5000) -> Iterator[Message]:
-    """Yield records of the consumer's assignment until each partition reaches ``ends``.
+    """Yield records of the consumer's assignment until each partition reaches ``ends`` (see
+    ``read_batches_until``)."""
+    for msgs in read_batches_until(consumer, ends, timeout, batch):
+        yield from msgs
+
+
+def read_batches_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: float = 30.0,
+                       batch: int = 5000) -> Iterator[list[Message]]:
+    """Yield the records of the consumer's assignment, as fetched (lists of at most ``batch``), until
+    each partition reaches ``ends``.
 
     The consumer must be assigned the partitions of ``ends``, read ``read_committed``, and never have
     been positioned on them before: right after a re-assign librdkafka can report the previous
@@ -69,10 +78,10 @@ def read_until(consumer: Consumer, ends: dict[tuple[str, int], int], timeout: fl
             msgs = [] if first is None else [first]
         if msgs:
             deadline = time.monotonic() + timeout
-        for msg in msgs:
-            if msg.error():
-                raise KafkaException(msg.error())
-            yield msg
+            for msg in msgs:
+                if msg.error():
+                    raise KafkaException(msg.error())
+            yield msgs
 
 
 def read_committed(consumer: Consumer, topics: list[str], timeout: float = 30.0,

@@ -68,7 +68,9 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
     session_timeout_ms: int = Field(10_000, ge=1000)
     transaction_timeout_ms: int = Field(10_000, ge=1000)
-    consent_store: Literal["memory", "rocksdb"] = "memory"
+    consent_store: Literal["compact", "memory", "rocksdb"] = Field(
+        "compact", description="the consent view: packed in memory (compact, the compiled kernel's), raw "
+        "bytes in memory, or on disk")
     gate_kernel: Literal["auto", "compiled", "reference"] = Field(
         "auto", description="the gate's batch kernel: compiled (Rust), reference (Python), or auto: compiled "
         "when it is built here")

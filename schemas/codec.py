@@ -117,22 +117,14 @@ class Codec:
         schema_json = json.loads(registered.schema.schema_str or "null")
         return schema_json, b"\x00" + struct.pack(">I", registered.schema_id)
 
-    def reads_as_is(self, schema_id: int) -> bool:
-        """True when records written with ``schema_id`` were read here and its schema is the reader's own
-        (so the bytes are exactly this contract's encoding, and a strict decoder of it reads them)."""
-        writer = self._writers.get(schema_id)
-        return writer is not None and not writer.resolve
-
     def as_is_id(self, topic: str) -> int | None:
         """The id of ``topic``'s latest registered schema when it is the reader's own, else None."""
         try:
             _, header = self.registered(topic)
-            schema_id = int.from_bytes(header[1:5], "big")
-            self._writers.get(schema_id) or self._writer(schema_id, {"raw": b"", "topic": topic, "partition": -1,
-                                                                     "offset": -1})
-        except (EncodeError, RecordError):
+        except EncodeError:
             return None
-        return schema_id if self.reads_as_is(schema_id) else None
+        schema_id = int.from_bytes(header[1:5], "big")
+        return schema_id if self.reads_natively(schema_id) else None
 
     def writer_for(self, topic: str) -> Callable[[dict[str, Any]], bytes]:
         """A fast encoder for ``topic``: the registered latest schema, framed as Confluent does."""
@@ -187,6 +179,19 @@ class Codec:
         if not isinstance(value, dict):
             raise SchemaMismatch(f"decoded {self.contract} is not a record", **coords)
         return value
+
+    def reads_natively(self, schema_id: int) -> bool | None:
+        """Whether records written with ``schema_id`` are in exactly this contract's schema, so a strict
+        reader of the contract reads them as ``decode`` does (False for a schema that differs and for ids
+        the registry refuses; None when the registry cannot be asked now)."""
+        try:
+            writer = self._writers.get(schema_id) or self._writer(
+                schema_id, {"raw": b"", "topic": "", "partition": -1, "offset": -1})
+        except RegistryUnavailable:
+            return None
+        except RecordError:
+            return False
+        return not writer.resolve
 
     def _writer(self, schema_id: int, coords: dict[str, Any]) -> _WriterSchema:
         """The writer schema of ``schema_id``, fetched once; ids the registry refused are remembered

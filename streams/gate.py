@@ -375,7 +375,8 @@ class Gate:
         if kernel is None:
             self._decide_records(msgs, prod, batch, now_ms)
             return
-        result = kernel.route(msgs if self._native else [fetched(m) for m in msgs], self.view.get, now_ms)
+        result = kernel.route(msgs if self._native else [fetched(m) for m in msgs], self.view.kernel_lookup(),
+                              now_ms)
         send = prod.produce
         for topic, records in result.outputs.items():
             for key, value in records:
@@ -389,7 +390,7 @@ class Gate:
             self._decide_records(deferred, prod, batch, now_ms)
             for msg in deferred:
                 schema_id = int.from_bytes(msg.value()[1:5], "big")  # type: ignore[index]
-                if self._activity.reads_as_is(schema_id):
+                if self._activity.reads_natively(schema_id):
                     kernel.learn_schema_id(schema_id)
 
     def _decide_records(self, msgs: list[Message], prod: Producer, batch: _Batch, now_ms: int) -> None:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     flag(p, "batch-size", "records per transaction", type=int)
     flag(p, "metrics-port", "serve Prometheus metrics on this port (0: any free port)", type=int)
     flag(p, "metrics-host", "address the metrics endpoint binds to")
-    flag(p, "consent-store", "where the consent view lives", choices=["memory", "rocksdb"])
+    flag(p, "consent-store", "where the consent view lives: packed in memory (compact, the default), raw bytes "
+                             "in memory, or on disk (rocksdb)", choices=["compact", "memory", "rocksdb"])
     flag(p, "gate-kernel", "the batch kernel: compiled (Rust), reference (Python) or auto (compiled when built)",
          choices=["auto", "compiled", "reference"])
     p.add_argument("--until-idle", type=float, metavar="SECONDS",

@@ -13,7 +13,10 @@ pub mod keyed;
 pub mod quality;
 pub mod route;
 pub mod rules;
+pub mod table;
 pub mod unicode;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod table_py;

@@ -14,6 +14,7 @@ use crate::event::{self, Value, BRANCHES};
 use crate::quality;
 use crate::route::{self, Config, Fetched, Output};
 use crate::rules::{Catalog, Consent, Grant, Purpose, State};
+use crate::table_py::ConsentTable;
 use crate::unicode::UNIDATA_VERSION;
 
 /// (topic, the registered schema's field names in order, Confluent header)
@@ -114,6 +115,9 @@ fn fetched<'a>(parts: &'a [Parts<'_>]) -> PyResult<Vec<Fetched<'a>>> {
 }
 
 /// A user's consent: once per batch from `lookup`, converted once per distinct consent object.
+///
+/// `lookup` is the view's `ConsentTable` (read natively; its `fallback` is called for a user whose
+/// record is kept raw) or a callable `user -> ConsentState | Erased | None`.
 fn consent_of(
     py: Python<'_>,
     user: &str,
@@ -126,7 +130,20 @@ fn consent_of(
     if let Some(found) = in_batch.get(user) {
         return Ok(found.clone());
     }
-    let obj = lookup.call1((user,))?;
+    let mut call = lookup.clone();
+    if let Ok(table) = lookup.downcast::<ConsentTable>() {
+        let table = table.try_borrow()?;
+        if let Some(native) = table.consent(user) {
+            let native = Arc::new(native);
+            in_batch.insert(user.to_owned(), native.clone());
+            return Ok(native);
+        }
+        let Some(fallback) = table.fallback(py) else {
+            return Err(value_error("the consent table keeps this user's record raw and has no fallback".to_owned()));
+        };
+        call = fallback.into_bound(py);
+    }
+    let obj = call.call1((user,))?;
     let converted = match cache.get(user) {
         Some((seen, converted)) if seen.bind(py).is(&obj) => converted.clone(),
         _ => {
@@ -329,6 +346,7 @@ fn assess_text(category: &str, text: &str) -> PyResult<(f64, Option<i64>)> {
 #[pymodule]
 fn _kernel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Kernel>()?;
+    m.add_class::<ConsentTable>()?;
     m.add_function(wrap_pyfunction!(decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(assess_text, m)?)?;
     m.add("UNIDATA_VERSION", UNIDATA_VERSION)?;
