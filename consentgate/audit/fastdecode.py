@@ -27,7 +27,7 @@ from consentgate.schemas.contracts import schema_json
 from consentgate.audit import columns
 from consentgate.audit.findings import Finding
 from consentgate.audit.kernels import (
-    ENUM, LONG, NULL_DOUBLE, NULL_ENUM, NULL_INT, NULL_LONG, NULL_STRING, STRING, STRING_DOUBLE_MAP, _decisions,
+    BOOLEAN, ENUM, LONG, NULL_DOUBLE, NULL_ENUM, NULL_INT, NULL_LONG, NULL_STRING, STRING, STRING_DOUBLE_MAP, _decisions,
     _flat, _gather,
 )
 from consentgate.audit.history import Change
@@ -135,7 +135,8 @@ PLANS = {
                      (NULL_ENUM, 4, 4), (STRING, 6, 0), (LONG, 3, 0)],
     "ConsentChange": [(STRING, 0, 0), (STRING, 1, 0), (ENUM, 0, 5), (NULL_STRING, 2, 0), (NULL_STRING, 3, 0),
                       (LONG, 1, 0), (STRING, 4, 0), (NULL_INT, 2, 0), (NULL_STRING, 5, 0), (NULL_STRING, 6, 0),
-                      (NULL_LONG, 3, 0), (NULL_ENUM, 4, 2), (NULL_ENUM, 5, 4), (LONG, 6, 0)],
+                      (NULL_LONG, 3, 0), (NULL_ENUM, 4, 2), (NULL_ENUM, 5, 4), (LONG, 6, 0), (NULL_STRING, 7, 0),
+                      (NULL_STRING, 8, 0), (BOOLEAN, -1, 0), (NULL_STRING, 9, 0)],
 }
 TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2], "ConsentChange": [1, 3]}  # timestamp-millis columns
 ACTIONS = next(f["type"]["symbols"] for f in schema_json("ConsentChange")["fields"] if f["name"] == "action")
