@@ -47,16 +47,15 @@ def _strings(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, keep: np.nda
 
 def _layout(msgs: list[Message]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values = [m.value() or b"" for m in msgs]
-    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    lengths = np.array([len(v) for v in values], np.int64)
     ends = np.cumsum(lengths)
     return np.frombuffer(b"".join(values), np.uint8), ends - lengths, ends
 
 
 def _coords(msgs: list[Message], keep: np.ndarray) -> list[pa.Array]:
-    n = len(msgs)
-    parts = np.fromiter((m.partition() for m in msgs), np.int32, n)
-    offsets = np.fromiter((m.offset() for m in msgs), np.int64, n)
-    stamps = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, n)
+    parts = np.array([m.partition() for m in msgs], np.int32)
+    offsets = np.array([m.offset() for m in msgs], np.int64)
+    stamps = np.array([m.timestamp()[1] for m in msgs], np.int64)
     return [pa.array(parts[keep]), pa.array(offsets[keep]), pa.array(stamps[keep])]
 
 

@@ -15,6 +15,7 @@ from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.audit import checks, columns, fastdecode
 from consentgate.audit.findings import Finding, Kind
 from consentgate.audit.history import VersionRow, rebuild
+from consentgate.audit.keyed import KeyedHashes
 from consentgate.audit.report import AuditReport, PurposeSummary
 from consentgate.audit.scope import boundaries, input_scope, timestamp_types
 from consentgate.audit.sources import CHUNK, read_chunks
@@ -94,13 +95,15 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
             *[("training", topic, "TrainingRecord", columns.training, since)
               for topic in topics.training.values()],
         ]
+        keyed = KeyedHashes(secret)
         compiled = {c: fastdecode.decoder_for(codecs[c]) for c in ("Decision", "TrainingRecord", "Contribution")}
         for table, topic, contract, decode, start in sources:
             decode = compiled.get(contract) or decode
             read[topic] = 0
             for chunk in read_chunks(settings, adm, topic, start, options.chunk):
                 read[topic] += len(chunk)
-                store.append(table, decode(codecs[contract], chunk, unreadable))
+                decoded = decode(codecs[contract], chunk, unreadable)
+                store.append(table, keyed.with_keyed(decoded) if table == "decisions" else decoded)
         ipad, opad = hmac_pads(secret)
         params = {"activity": topics.activity, "allowance": options.allowance_ms, "res": resolution,
                   "skew_ms": int(settings.clock_skew_s * 1000), "ipad": ipad, "opad": opad,

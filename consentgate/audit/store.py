@@ -16,9 +16,10 @@ import pyarrow as pa
 
 from consentgate.audit import columns
 from consentgate.audit.history import History
+from consentgate.audit.keyed import KEYED_COLUMNS
 from consentgate.catalog import Catalog
 
-TABLES = {"decisions": columns.DECISIONS, "training": columns.TRAINING, "contributions": columns.CONTRIBUTIONS,
+TABLES = {"decisions": pa.schema([*columns.DECISIONS, *KEYED_COLUMNS]), "training": columns.TRAINING, "contributions": columns.CONTRIBUTIONS,
           "dead_letters": columns.DEAD_LETTERS, "retractions": columns.RETRACTIONS}
 BLOCK = 64
 
