@@ -214,10 +214,11 @@ def audit_only(bench: Workbench, memory_limit: str) -> dict[str, Any]:
     from consentgate.audit.run import AuditOptions, run_audit
 
     started = time.monotonic()
-    report = run_audit(bench.settings, bench.catalog, AuditOptions(memory_limit=memory_limit))
+    phases: dict[str, float] = {}
+    report = run_audit(bench.settings, bench.catalog, AuditOptions(memory_limit=memory_limit), phases)
     seconds = time.monotonic() - started
     return {"seconds": seconds, "decisions": report.decisions, "findings": [f.__dict__ for f in report.findings[:5]],
-            "found": len(report.findings), "replay_hash": report.replay_hash}
+            "found": len(report.findings), "replay_hash": report.replay_hash, "phases": phases}
 
 
 def measured(what: str, prefix: str, memory_limit: str) -> dict[str, Any]:
@@ -281,6 +282,15 @@ def main() -> None:
               f"{audit['seconds']:.1f} | {audit['seconds'] / read['seconds']:.2f}x | {size / audit['seconds']:,.0f} | "
               f"{read['records'] / audit['seconds']:,.0f} | {read['peak_rss_mib']:,.0f} | "
               f"{audit['peak_rss_mib']:,.0f} |")
+    size, read, audit = rows[-1]
+    print(f"\nWhere the audit of {size:,} decisions spent its time (seconds, share of the audit):\n")
+    print("| phase | s | share |")
+    print("|---|---:|---:|")
+    phases = sorted(audit["phases"].items(), key=lambda kv: -kv[1])
+    for phase, seconds in phases:
+        print(f"| {phase} | {seconds:.1f} | {seconds / audit['seconds']:.0%} |")
+    rest = audit["seconds"] - sum(s for _, s in phases)
+    print(f"| (other: offsets, registry, setup) | {rest:.1f} | {rest / audit['seconds']:.0%} |")
 
 
 if __name__ == "__main__":
