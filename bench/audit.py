@@ -9,7 +9,8 @@ produced straight to the topics (running the gate itself would measure the gate)
 the same run and each in a fresh process of its own (so its peak RSS is its own): (1) read
 every topic the audit reads, to its end, touching each value but not decoding it (the
 baseline), and (2) the full audit, which must find nothing. The bench's topics are deleted
-afterwards unless ``--keep``; ``--reuse PREFIX`` measures topics kept by an earlier run.
+afterwards unless ``--keep``; ``--reuse PREFIX`` measures (then deletes) topics an earlier
+``--keep`` run left, with ``--decisions`` its size.
 
 Generation is not what is measured, but at 10M it must not take an hour: every input is one
 of the (user, category) pairs of the population, all occurring at one instant, so the gate's
@@ -271,7 +272,7 @@ def main() -> None:
                 assert audit["decisions"] == size, audit
             rows.append((audit["decisions"], read, audit))
         finally:
-            if not args.keep and not args.reuse:
+            if not args.keep:
                 delete_topics(bench)
     print()
     print("| decisions | records read | MiB read | read only (s) | audit (s) | audit / read | decisions/s "
