@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import random
 import resource
@@ -35,7 +36,6 @@ from typing import Any
 
 from consentgate.connectors.kafka import admin, producer
 from consentgate.schemas.codec import Codecs, registry_client
-from consentgate.schemas.records import activity_to_avro  # noqa: F401 - keeps the codec registry warm
 from consentgate.streams.consent_rules import with_grant
 from consentgate.streams.outputs import Keyed, contribution_record, decision_record, training_record
 
@@ -109,11 +109,11 @@ def write_gate_outputs(bench: Workbench, users: int, count: int, seed: int = 11)
                          "queue.buffering.max.kbytes": 1_048_576, "compression.type": "lz4"})
     rng = random.Random(seed)
     weights = [1.0 / (i + 1) ** 1.1 for i in range(users)]
-    cum = list(__import__("itertools").accumulate(weights))
+    cum = list(itertools.accumulate(weights))
     order = list(range(users))
     rng.shuffle(order)
     categories = list(CATEGORY_MIX)
-    cat_cum = list(__import__("itertools").accumulate(CATEGORY_MIX.values()))
+    cat_cum = list(itertools.accumulate(CATEGORY_MIX.values()))
     # per (user, category): the decision's bytes around the event id and input coordinates, and per pass
     # the training record's and contribution's bytes around the event id and record id
     templates: dict[tuple[int, str], tuple[bytes, bytes, list[tuple[str, str, bytes, bytes, bytes, bytes, bytes]]]] = {}
