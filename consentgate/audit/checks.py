@@ -21,12 +21,11 @@ def _hmac(message: str) -> str:
     return f"left(sha256($opad || unhex(sha256($ipad || encode({message})))), 32)"
 
 
-RECORD_ID = _hmac("'record' || chr(0) || purpose || chr(0) || event_id")
-PSEUDONYM = _hmac("purpose || chr(0) || user_id")
 
 PREPARE = [
     # decisions whose input lies in the audited range
-    """CREATE TABLE d AS SELECT row_number() OVER () AS rid, x.* FROM decisions x JOIN scope s
+    """CREATE TABLE d AS SELECT row_number() OVER () AS rid, x.* EXCLUDE (record_ids, pseudonyms)
+       FROM decisions x JOIN scope s
        ON x.in_topic = $activity AND x.in_partition = s.p AND x.in_offset >= s.start_offset
        AND x.in_offset < s.end_offset""",
     # consent first: the newest version whose change was appended (plus the allowance) before the input
@@ -58,13 +57,16 @@ PREPARE = [
     """CREATE TABLE ex AS SELECT st2.rid, u.purpose FROM st2 JOIN uses u ON u.category = st2.category
        UNION ALL SELECT st2.rid, p.purpose FROM st2 JOIN purposes p ON NOT st2.category_known""",
     # every passing outcome of every decision read (in range or not), with the keyed hashes it owes
-    f"""CREATE TABLE passes AS SELECT y.*, {RECORD_ID} AS record_id, {PSEUDONYM} AS pseudonym FROM (
+    # (computed as the decisions were loaded: keyed.py)
+    """CREATE TABLE passes AS
        SELECT x.event_id, x.user_id, x.category, x.consent_version, x.in_partition, x.in_offset, x.u.purpose AS purpose,
-              s.p IS NOT NULL AS in_scope
-       FROM (SELECT *, unnest(outcomes) AS u FROM decisions) x
+              s.p IS NOT NULL AS in_scope, x.record_id, x.pseudonym
+       FROM (SELECT event_id, user_id, category, consent_version, in_topic, in_partition, in_offset,
+                    unnest(outcomes) AS u, unnest(record_ids) AS record_id, unnest(pseudonyms) AS pseudonym
+             FROM decisions) x
        LEFT JOIN scope s ON x.in_topic = $activity AND x.in_partition = s.p AND x.in_offset >= s.start_offset
                         AND x.in_offset < s.end_offset
-       WHERE x.u.passed) y""",
+       WHERE x.u.passed""",
     """CREATE TABLE by_record AS SELECT purpose, record_id, any_value(event_id) AS event_id,
        any_value(user_id) AS user_id, any_value(pseudonym) AS pseudonym, any_value(category) AS category,
        any_value(consent_version) AS consent_version, bool_or(in_scope) AS in_scope,

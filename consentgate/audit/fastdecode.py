@@ -27,7 +27,7 @@ from consentgate.schemas.contracts import schema_json
 from consentgate.audit import columns
 from consentgate.audit.findings import Finding
 from consentgate.audit.kernels import (
-    ENUM, LONG, NULL_DOUBLE, NULL_ENUM, NULL_INT, NULL_LONG, NULL_STRING, STRING, STRING_DOUBLE_MAP, _decisions,
+    BOOLEAN, ENUM, LONG, NULL_DOUBLE, NULL_ENUM, NULL_INT, NULL_LONG, NULL_STRING, STRING, STRING_DOUBLE_MAP, _decisions,
     _flat, _gather,
 )
 from consentgate.audit.history import Change
@@ -47,16 +47,15 @@ def _strings(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, keep: np.nda
 
 def _layout(msgs: list[Message]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     values = [m.value() or b"" for m in msgs]
-    lengths = np.fromiter(map(len, values), np.int64, len(values))
+    lengths = np.array([len(v) for v in values], np.int64)
     ends = np.cumsum(lengths)
     return np.frombuffer(b"".join(values), np.uint8), ends - lengths, ends
 
 
 def _coords(msgs: list[Message], keep: np.ndarray) -> list[pa.Array]:
-    n = len(msgs)
-    parts = np.fromiter((m.partition() for m in msgs), np.int32, n)
-    offsets = np.fromiter((m.offset() for m in msgs), np.int64, n)
-    stamps = np.fromiter((m.timestamp()[1] for m in msgs), np.int64, n)
+    parts = np.array([m.partition() for m in msgs], np.int32)
+    offsets = np.array([m.offset() for m in msgs], np.int64)
+    stamps = np.array([m.timestamp()[1] for m in msgs], np.int64)
     return [pa.array(parts[keep]), pa.array(offsets[keep]), pa.array(stamps[keep])]
 
 
@@ -135,7 +134,8 @@ PLANS = {
                      (NULL_ENUM, 4, 4), (STRING, 6, 0), (LONG, 3, 0)],
     "ConsentChange": [(STRING, 0, 0), (STRING, 1, 0), (ENUM, 0, 5), (NULL_STRING, 2, 0), (NULL_STRING, 3, 0),
                       (LONG, 1, 0), (STRING, 4, 0), (NULL_INT, 2, 0), (NULL_STRING, 5, 0), (NULL_STRING, 6, 0),
-                      (NULL_LONG, 3, 0), (NULL_ENUM, 4, 2), (NULL_ENUM, 5, 4), (LONG, 6, 0)],
+                      (NULL_LONG, 3, 0), (NULL_ENUM, 4, 2), (NULL_ENUM, 5, 4), (LONG, 6, 0), (NULL_STRING, 7, 0),
+                      (NULL_STRING, 8, 0), (BOOLEAN, -1, 0), (NULL_STRING, 9, 0)],
 }
 TIMESTAMPS = {"TrainingRecord": [0], "Contribution": [2], "ConsentChange": [1, 3]}  # timestamp-millis columns
 ACTIONS = next(f["type"]["symbols"] for f in schema_json("ConsentChange")["fields"] if f["name"] == "action")

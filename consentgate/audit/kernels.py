@@ -171,7 +171,7 @@ def _gather(buf, starts, lens, keep):  # type: ignore[no-untyped-def]
 
 
 # (op, column, enum size): strings go to string columns, numbers to number columns (-1: skipped).
-STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP, NULL_STRING, NULL_INT = range(9)
+STRING, LONG, NULL_LONG, NULL_DOUBLE, ENUM, NULL_ENUM, STRING_DOUBLE_MAP, NULL_STRING, NULL_INT, BOOLEAN = range(10)
 
 
 @nb.njit(cache=True)
@@ -229,6 +229,13 @@ def _flat(buf, starts, ends, ok_ids, plan, s_start, s_len, s_null, nums, nulls, 
                 nums[i, col], pos = _long(buf, pos, end)
                 if nums[i, col] < 0 or nums[i, col] >= enum_limit:
                     pos = -1
+            elif op == 9:
+                if pos >= end or buf[pos] > 1:
+                    pos = -1
+                else:
+                    if col >= 0:
+                        nums[i, col] = buf[pos]
+                    pos += 1
             elif op == 6:
                 while pos >= 0:
                     count, pos = _long(buf, pos, end)

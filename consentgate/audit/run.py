@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from consentgate.connectors.kafka import admin
 from consentgate.connectors.topics import TopicNames
@@ -15,6 +18,7 @@ from consentgate.schemas.codec import Codecs, registry_client
 from consentgate.audit import checks, columns, fastdecode
 from consentgate.audit.findings import Finding, Kind
 from consentgate.audit.history import VersionRow, rebuild
+from consentgate.audit.keyed import KeyedHashes
 from consentgate.audit.report import AuditReport, PurposeSummary
 from consentgate.audit.scope import boundaries, input_scope, timestamp_types
 from consentgate.audit.sources import CHUNK, read_chunks
@@ -24,6 +28,8 @@ from consentgate.pseudonyms import key_id
 from consentgate.settings import Settings
 
 MAX_PROBES = 4000
+T = TypeVar("T")
+_END: Any = object()
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,12 @@ def catalog_identity(settings: Settings, catalog: Catalog) -> dict[str, Any]:
     return {"version": catalog.version, "sha256": hashlib.sha256(text).hexdigest(), "path": where}
 
 
-def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> AuditReport:
-    """Audit the range of ``options`` and return the report (findings empty when clean)."""
+def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions,
+              timings: dict[str, float] | None = None) -> AuditReport:
+    """Audit the range of ``options`` and return the report (findings empty when clean). ``timings``,
+    when given, receives the seconds spent per phase (reading, decoding, loading, each check, ...)."""
+    spent: dict[str, float] = {} if timings is None else timings
+    clock = _Clock(spent)
     topics = TopicNames.of(settings, catalog)
     secret = settings.require_secret()
     adm = admin(settings)
@@ -76,15 +86,18 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
         codecs = Codecs(registry)
         changes = []
         decode_changes = fastdecode.decoder_for(codecs["ConsentChange"]) or columns.changes
-        for chunk in read_chunks(settings, adm, topics.consent_changes, None, options.chunk):
-            changes.extend(decode_changes(codecs["ConsentChange"], chunk, unreadable))
+        for chunk in clock.each("read", read_chunks(settings, adm, topics.consent_changes, None, options.chunk)):
+            with clock("decode consent.changes"):
+                changes.extend(decode_changes(codecs["ConsentChange"], chunk, unreadable))
         read[topics.consent_changes] = len(changes)
-        history = rebuild(changes)
-        del changes
-        store.load_history(history)
-        store.load_catalog(catalog)
-        resolution, times = probe_times(history.versions, options.allowance_ms)
-        store.load_scope(scope.partitions, boundaries(adm, scope, times))
+        with clock("consent history"):
+            history = rebuild(changes)
+            del changes
+            store.load_history(history)
+            store.load_catalog(catalog)
+            resolution, times = probe_times(history.versions, options.allowance_ms)
+        with clock("list input offsets"):
+            store.load_scope(scope.partitions, boundaries(adm, scope, times))
         since = None if options.from_ms is None else options.from_ms - options.margin_ms
         sources: list[tuple[str, str, str, columns.Decoder, int | None]] = [
             ("decisions", topics.decisions, "Decision", columns.decisions, since),
@@ -94,19 +107,29 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
             *[("training", topic, "TrainingRecord", columns.training, since)
               for topic in topics.training.values()],
         ]
+        keyed = KeyedHashes(secret)
         compiled = {c: fastdecode.decoder_for(codecs[c]) for c in ("Decision", "TrainingRecord", "Contribution")}
         for table, topic, contract, decode, start in sources:
             decode = compiled.get(contract) or decode
             read[topic] = 0
-            for chunk in read_chunks(settings, adm, topic, start, options.chunk):
+            for chunk in clock.each("read", read_chunks(settings, adm, topic, start, options.chunk)):
                 read[topic] += len(chunk)
-                store.append(table, decode(codecs[contract], chunk, unreadable))
+                with clock(f"decode {table}"):
+                    decoded = decode(codecs[contract], chunk, unreadable)
+                if table == "decisions":
+                    with clock("keyed hashes"):
+                        decoded = keyed.with_keyed(decoded)
+                with clock("load into DuckDB"):
+                    store.append(table, decoded)
         ipad, opad = hmac_pads(secret)
         params = {"activity": topics.activity, "allowance": options.allowance_ms, "res": resolution,
                   "skew_ms": int(settings.clock_skew_s * 1000), "ipad": ipad, "opad": opad,
                   "key_id": key_id(secret), "from_ms": options.from_ms, "to_ms": options.to_ms}
-        checks.prepare(store.db, params)
-        found = checks.findings(store.db, params)
+        prepared: dict[str, float] = {}
+        checks.prepare(store.db, params, prepared)
+        spent.update({f"check: table {name}": seconds for name, seconds in prepared.items()})
+        with clock("check: findings queries"):
+            found = checks.findings(store.db, params)
         found += unreadable
         found += [Finding(Kind.CONSENT_HISTORY.value, None, None, f"{user}: {what}") for user, what in history.problems]
         ledger = None
@@ -120,8 +143,33 @@ def run_audit(settings: Settings, catalog: Catalog, options: AuditOptions) -> Au
         notes = [f"{topic} timestamps are {kind}" + ("" if kind == "LogAppendTime" else
                  ": consent first is checked against producer clocks; LogAppendTime makes it exact")
                  for topic, kind in stamp.items()]
-        return _summarise(store, settings, catalog, scope.__dict__ | {"records": scope.records}, found, read,
-                          options, ledger, notes)
+        with clock("summary and replay hash"):
+            return _summarise(store, settings, catalog, scope.__dict__ | {"records": scope.records}, found, read,
+                              options, ledger, notes)
+
+
+class _Clock:
+    """Adds the seconds spent in a block, or in waiting for an iterator's items, to ``spent``."""
+
+    def __init__(self, spent: dict[str, float]) -> None:
+        self.spent = spent
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.spent[phase] = self.spent.get(phase, 0.0) + time.monotonic() - started
+
+    def each(self, phase: str, items: Iterable[T]) -> Iterator[T]:
+        iterator = iter(items)
+        while True:
+            with self(phase):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
 
 
 def _summarise(store: Store, settings: Settings, catalog: Catalog, scope: dict[str, Any], found: list[Finding],

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from consentgate.connectors.kafka import consumer
-from consentgate.connectors.reader import ReadTimeout, read_until
 
 from consentgate.audit.errors import AuditError
 from consentgate.audit.scope import at_time, ends, partition_ids
@@ -18,7 +18,7 @@ CHUNK = 100_000
 
 
 def read_chunks(settings: Settings, admin: AdminClient, topic: str, from_ms: int | None,
-                chunk: int = CHUNK) -> Iterator[list[Message]]:
+                chunk: int = CHUNK, timeout: float = 60) -> Iterator[list[Message]]:
     """Every committed record of ``topic`` from ``from_ms`` (None: the beginning) to the end
     as it stands now, in lists of at most ``chunk`` records; tombstones included."""
     partitions = partition_ids(admin, topic)
@@ -32,16 +32,41 @@ def read_chunks(settings: Settings, admin: AdminClient, topic: str, from_ms: int
         "queued.max.messages.kbytes": 256 * 1024})
     try:
         reader.assign([TopicPartition(topic, p, first[p]) for (_, p) in wanted])
-        batch: list[Message] = []
         try:
-            for msg in read_until(reader, wanted, timeout=60, batch=chunk):
-                batch.append(msg)
-                if len(batch) >= chunk:
-                    yield batch
-                    batch = []
-        except (ReadTimeout, KafkaException) as exc:
+            yield from _batches(reader, wanted, chunk, timeout)
+        except KafkaException as exc:
             raise AuditError(f"cannot read {topic}: {exc}") from exc
-        if batch:
-            yield batch
     finally:
         reader.close()
+
+
+def _batches(reader: Consumer, ends: dict[tuple[str, int], int], chunk: int, timeout: float
+             ) -> Iterator[list[Message]]:
+    """What ``connectors.reader.read_until`` yields, taken from the consumer a batch at a time (no Python
+    generator step per record): lists of at most ``chunk``, until each partition reaches its end."""
+    remaining = dict(ends)
+    batch: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        for pos in reader.position([TopicPartition(t, p) for t, p in remaining]):
+            if pos.offset >= remaining[(pos.topic, pos.partition)]:
+                del remaining[(pos.topic, pos.partition)]
+        if not remaining:
+            break
+        if time.monotonic() > deadline:
+            raise AuditError(f"no progress reading {sorted(remaining)} to their end for {timeout:.0f}s")
+        msgs = reader.consume(chunk - len(batch), 0)
+        if not msgs:
+            first = reader.poll(0.05)
+            msgs = [] if first is None else [first]
+        if msgs:
+            deadline = time.monotonic() + timeout
+            failed = [m.error() for m in msgs if m.error() is not None]
+            if failed:
+                raise KafkaException(failed[0])
+            batch.extend(msgs)
+            if len(batch) >= chunk:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -1,7 +1,9 @@
-"""The audit's working database: an embedded DuckDB file, capped in memory, spilling to disk.
+"""The audit's working database: an embedded DuckDB, capped in memory, spilling to disk.
 
-Everything the audit reads is appended here chunk by chunk, so a range of any size is held
-on disk, not in the Python heap; the checks are SQL over these tables.
+Everything the audit reads is appended here chunk by chunk, so a range of any size is held by
+DuckDB's buffer manager, not in the Python heap; the checks are SQL over these tables. The
+database is in-memory (no file to write and checkpoint: loading is about three times faster)
+and, like a file database, it evicts to its spill directory whatever exceeds ``memory_limit``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import pyarrow as pa
 
 from consentgate.audit import columns
 from consentgate.audit.history import History
+from consentgate.audit.keyed import KEYED_COLUMNS
 from consentgate.catalog import Catalog
 
-TABLES = {"decisions": columns.DECISIONS, "training": columns.TRAINING, "contributions": columns.CONTRIBUTIONS,
+TABLES = {"decisions": pa.schema([*columns.DECISIONS, *KEYED_COLUMNS]), "training": columns.TRAINING, "contributions": columns.CONTRIBUTIONS,
           "dead_letters": columns.DEAD_LETTERS, "retractions": columns.RETRACTIONS}
 BLOCK = 64
 
@@ -28,8 +31,7 @@ class Store:
 
     def __init__(self, work_dir: Path | None = None, memory_limit: str = "1GB", threads: int = 2) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="consentgate-audit-", dir=work_dir)
-        self.path = Path(self._tmp.name) / "audit.duckdb"
-        self.db = duckdb.connect(str(self.path))
+        self.db = duckdb.connect(":memory:")
         self.db.execute(f"SET memory_limit = '{memory_limit}'")
         self.db.execute(f"SET temp_directory = '{Path(self._tmp.name) / 'spill'}'")
         self.db.execute(f"SET threads = {threads}")

@@ -111,7 +111,8 @@ changes = st.fixed_dictionaries({
     "notice_version": st.one_of(st.none(), text), "jurisdiction": st.one_of(st.none(), text),
     "expires_at": st.one_of(st.none(), longs), "tier": st.one_of(st.none(), st.sampled_from(["free", "data_sharing"])),
     "plan": st.one_of(st.none(), st.sampled_from(["per_unit", "revenue_share", "credits", "dividend"])),
-    "consent_version": longs})
+    "consent_version": longs, "issuer": st.one_of(st.none(), text), "subject": st.one_of(st.none(), text),
+    "gpc": st.booleans(), "collection_method": st.one_of(st.none(), text)})
 REFERENCE = {"ConsentChange": columns.changes, "Decision": columns.decisions,  # the reference decoders
             "TrainingRecord": columns.training, "Contribution": columns.contributions}
 
@@ -162,3 +163,29 @@ def test_an_unknown_schema_id_takes_the_reference_path() -> None:
     got, want, fast_bad, _ = both("Contribution", [value, other])
     assert got == want and len(got) == 1
     assert [f.where for f in fast_bad] == ["t.training.p[1]@1"]
+
+
+class RefusingCodec(ReferenceCodec):
+    """A codec whose own decoding fails the test: only the compiled path may read these records."""
+
+    def decode(self, data: bytes, topic: str, partition: int, offset: int) -> dict[str, Any]:
+        raise AssertionError(f"{self.contract} record {offset} left the compiled path")
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([("Decision", decisions), ("TrainingRecord", training), ("Contribution", contributions),
+                        ("ConsentChange", changes)]),
+       st.data())
+def test_the_shipped_contracts_take_the_compiled_path(case: tuple[str, Any], data: st.DataObject) -> None:
+    """Every record written with the shipped schema is decoded by the kernel (a contract that gains a field
+    without the kernel's plan following would silently fall back to the reference path, ~100x slower)."""
+    contract, strategy = case
+    value = data.draw(strategy.filter(lambda v: all(-62135596800000 <= v.get(f, 0) <= 253402300799999
+                                                    for f in ("decided_at", "occurred_at", "at", "expires_at")
+                                                    if v.get(f) is not None)))
+    codec = RefusingCodec(contract)
+    fast = decoder_for(codec)  # type: ignore[arg-type]
+    assert fast is not None
+    bad: list[Finding] = []
+    got = fast(codec, [Record(encode(contract, value), 0)], bad)  # type: ignore[arg-type]
+    assert len(got) == 1 and bad == []
