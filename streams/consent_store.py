@@ -130,9 +130,6 @@ class CompactStore:
                   terms_version, receipt_id)
             for category, purpose, granted_at, expires_at, terms_version, receipt_id in grants))
 
-    def mark_corrupt(self, user_id: str) -> None:
-        self.table.mark_corrupt(user_id)
-
     def memory(self) -> int:
         """Bytes the table has allocated."""
         used: int = self.table.memory()

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 
 from confluent_kafka import Message, TopicPartition
 from consentgate.connectors.kafka import admin, consumer
@@ -71,7 +72,7 @@ class ConsentView:
         self._consumer.close()
         self._store.close()
 
-    def kernel_lookup(self) -> object:
+    def kernel_lookup(self) -> Callable[[str], ConsentLookup]:
         """What ``Kernel.route`` reads consent through: the compact store's table (read natively, this
         view's ``get`` for users it keeps raw), else ``get``."""
         if isinstance(self._store, CompactStore):

@@ -192,7 +192,7 @@ def test_markers_raw_records_and_surrogate_keys() -> None:
     assert store.put("s", unsure) is None and store.get("s") == unsure
     store.put("s", unsure)
     assert asked == [NEWER_ID, 9, 9]  # asked again: it could not tell
-    store.mark_corrupt("n")
+    store.table.mark_corrupt("n")
     assert store.get("n") == CORRUPT
     lone = "\ud800x"  # not UTF-8: held under its surrogatepass bytes, never matching a user_id
     assert store.put(lone, TOMBSTONE) is None and store.get(lone) == TOMBSTONE
