@@ -102,13 +102,19 @@ class Observer:
         reader.consume(1, 1.0)
         self._ready.set()
         deadline = time.monotonic() + 600
-        while len(self.seen) < expected and time.monotonic() < deadline:
-            for msg in arrived(reader, 1000, 0.5):
-                if msg.error() is None:
-                    key = identify(msg)
-                    if key is not None:
-                        self.seen.append((key, time.time_ns()))
+        # Stamp each output as it arrives and identify it only afterwards: decoding while observing would
+        # add the observer's own work to the latency it measures (an Avro decode costs several times a
+        # JSON parse, so that work differs by contender).
+        stamped: list[tuple[Message, int]] = []
+        while len(stamped) < expected and time.monotonic() < deadline:
+            msgs = arrived(reader, 1000, 0.5)
+            now = time.time_ns()
+            stamped += [(msg, now) for msg in msgs if msg.error() is None]
         reader.close()
+        for msg, at in stamped:
+            key = identify(msg)
+            if key is not None:
+                self.seen.append((key, at))
 
 
 def warm_up(settings: Settings, topic: str, outputs: str, rate: float, count: int,

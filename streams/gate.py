@@ -104,6 +104,7 @@ class _Batch:
     dlq: Counter[str] = field(default_factory=Counter)
     decisions: int = 0
     records_passed: int = 0
+    oldest_ms: int | None = None  # the smallest Kafka timestamp of its input records
 
     def add(self, result: BatchResult) -> None:
         """Count what a kernel routed into this transaction."""
@@ -345,6 +346,8 @@ class Gate:
         self._pause.after_success()
         self._account(batch)
         self.metrics.batch_seconds.observe(time.monotonic() - batch.started)
+        if batch.oldest_ms is not None:
+            self.metrics.record_age.observe(max(time.time() - batch.oldest_ms / 1000, 0.0))
         return True
 
     def _abandon(self, err: KafkaError | None, rewind: bool = True) -> None:
@@ -369,8 +372,13 @@ class Gate:
         now_ms = time.time_ns() // 1_000_000
         batch.records += len(msgs)
         offsets = batch.offsets
+        oldest = batch.oldest_ms
         for msg in msgs:  # error events were removed by _records
             offsets[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[index,operator]
+            kind, stamp = msg.timestamp()
+            if kind and stamp >= 0 and (oldest is None or stamp < oldest):
+                oldest = stamp
+        batch.oldest_ms = oldest
         kernel = self.kernel
         if kernel is None:
             self._decide_records(msgs, prod, batch, now_ms)

@@ -154,6 +154,10 @@ class GateMetrics(WorkerMetrics):
                                             registry=r), LabelValues(ABORT_CAUSES, OTHER))
         self.batch_seconds = Histogram("consentgate_batch_seconds", "Time from fetch to commit of a batch",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10), registry=r)
+        self.record_age = Histogram("consentgate_record_age_at_commit_seconds", "Per transaction, the age of its "
+                                    "oldest input record (from its Kafka timestamp) when the outputs committed",
+                                    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300),
+                                    registry=r)
         self.consent_view_size = Gauge("consentgate_consent_view_users", "Users in the consent view", registry=r)
         self.consent_view_updated = Gauge("consentgate_consent_view_updated_timestamp_seconds",
                                           "When the consent view last caught up with consent.state", registry=r)
