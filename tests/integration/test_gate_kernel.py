@@ -22,6 +22,7 @@ from consentgate.streams.consent_writer import ConsentRequest, ConsentWriter
 from consentgate.streams.gate import Gate
 
 from consentgate.catalog import Catalog
+from consentgate.errors import ConfigurationError
 from consentgate.model import ActivityEvent
 from tests.conftest import SettingsFactory
 from tests.helpers import GateThread, produce_raw, values, wait_for
@@ -172,8 +173,6 @@ def test_a_kernel_that_cannot_write_the_registered_outputs_is_refused(
         make_settings: SettingsFactory, topics: TopicNames, catalog: Catalog, choice: str) -> None:
     """A Decision schema with a field the kernel does not write: asked for by name, the gate refuses to
     start; on auto it decides record by record through the registry's writer."""
-    from consentgate.errors import ConfigurationError
-
     settings = make_settings()
     schema = schema_json("Decision")
     schema["fields"] = [*schema["fields"], {"name": "note", "type": "string", "default": ""}]
